@@ -1,0 +1,119 @@
+"""Every notebook, executed at toy size through papermill, with assertions on what it produced.
+
+The whole tutorial runs once per session through its CLI (``python -m handbook.tutorial``, what
+``make tutorial`` calls); each notebook's recorded metrics are then checked here against
+expectations of their own. A new notebook without expectations fails the suite.
+"""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from handbook.tutorial import discover_notebooks
+
+NOTEBOOKS = discover_notebooks()
+
+
+def expect_00(m):
+    assert m["tier"] == "toy"
+    assert m["train_heldout_overlap"] == 0
+    assert m["train_prompts"] > 4 * m["heldout_prompts"] > 0
+    assert 1000 < m["vocab_size"] < 1600
+    assert 300_000 < m["model_parameters"] < 2_000_000
+    assert m["reference_mean_score"] == 10
+    assert m["teacher_correct_rate"] >= 0.9
+    assert 0.3 <= m["teacher_follow_rate"] <= 0.7
+    assert 5 < m["teacher_mean_score"] < 9
+    assert 1 <= m["base_mean_score"] <= 2
+
+
+EXPECTATIONS = {
+    "00_handbook_and_toy_world": expect_00,
+}
+
+
+@pytest.fixture(scope="session")
+def tutorial(tmp_path_factory):
+    """Run ``python -m handbook.tutorial`` once; return (run directory, summary)."""
+    runs = tmp_path_factory.mktemp("runs")
+    proc = subprocess.run([sys.executable, "-m", "handbook.tutorial", "--runs-dir", str(runs)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "total" in proc.stdout and str(run_dir) in proc.stdout  # the printed summary
+    return run_dir, summary
+
+
+def _code_cells(path):
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs(path):
+    for cell in _code_cells(path):
+        assert not cell.outputs and cell.execution_count is None, f"{path.name} is committed with outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_toy_default_parameters_cell(path):
+    tagged = [c for c in _code_cells(path) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+    params = {}
+    for node in ast.parse(tagged[0].source).body:
+        assert isinstance(node, ast.Assign), "the parameters cell holds plain assignments only"
+        params[node.targets[0].id] = ast.literal_eval(node.value)
+    assert params["tier"] == "toy"
+    assert "output_dir" in params
+
+
+def test_every_notebook_has_expectations():
+    assert set(EXPECTATIONS) == {p.stem for p in NOTEBOOKS}
+
+
+def test_summary_json(tutorial):
+    run_dir, summary = tutorial
+    assert set(summary) == {"total_seconds", "notebooks"}
+    assert list(summary["notebooks"]) == [p.stem for p in NOTEBOOKS]
+    total = sum(e["seconds"] for e in summary["notebooks"].values())
+    assert 0 < total <= summary["total_seconds"] + 1e-6
+    for name, entry in summary["notebooks"].items():
+        assert set(entry) == {"seconds", "metrics"} and entry["metrics"], name
+        executed = run_dir / name / f"{name}.ipynb"
+        nb = nbformat.read(executed, as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and str(run_dir / name) in injected[0].source  # papermill passed output_dir
+        assert json.loads((run_dir / name / "metrics.json").read_text()) == entry["metrics"]
+
+
+@pytest.mark.parametrize("name", [p.stem for p in NOTEBOOKS])
+def test_notebook_metrics(tutorial, name):
+    _, summary = tutorial
+    EXPECTATIONS[name](summary["notebooks"][name]["metrics"])
+
+
+def test_notebook_00_saves_its_figure(tutorial):
+    run_dir, _ = tutorial
+    png = run_dir / "00_handbook_and_toy_world" / "teacher_scores.png"
+    assert png.exists() and png.stat().st_size > 5_000
+
+
+def test_run_notebook_reports_a_failing_cell(tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    from handbook.tutorial import run_notebook
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('tier = "toy"\noutput_dir = "."')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("assert tier == 'small', 'wrong tier'")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "99_fails.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(PapermillExecutionError, match="wrong tier"):
+        run_notebook(path, tmp_path / "out")
