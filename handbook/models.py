@@ -40,9 +40,8 @@ class ModelArguments(ModelConfig):
     chat_template: str | None = field(
         default=None,
         metadata={"help": "Override the tokenizer's chat template: a name ('zephyr') or a Jinja template string."})
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow a model repository to run its own code. Off unless you trust the repository."})
+    # `trust_remote_code` is not a field here: TRL's SFTConfig and DPOConfig already have it (default
+    # False), and the loaders take it as an argument, so a recipe has one such key.
 
 
 def torch_dtype(name: str | None, device: str = "cpu") -> torch.dtype | str:
@@ -58,7 +57,7 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def get_tokenizer(model_args: ModelArguments):
+def get_tokenizer(model_args: ModelArguments, trust_remote_code: bool = False):
     """The model's tokenizer (or ``tokenizer_name_or_path``), with a pad token and chat template."""
     from transformers import AutoTokenizer
 
@@ -69,7 +68,7 @@ def get_tokenizer(model_args: ModelArguments):
     if model_args.gguf_file and model_args.tokenizer_name_or_path is None:
         kwargs["gguf_file"] = model_args.gguf_file
     tokenizer = AutoTokenizer.from_pretrained(
-        name, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code, **kwargs)
+        name, revision=model_args.model_revision, trust_remote_code=trust_remote_code, **kwargs)
     if model_args.chat_template is not None:
         tokenizer.chat_template = resolve_chat_template(model_args.chat_template)
     if tokenizer.chat_template is None:
@@ -81,7 +80,8 @@ def get_tokenizer(model_args: ModelArguments):
     return tokenizer
 
 
-def get_model(model_args: ModelArguments, *, apply_peft: bool = False, device_map=None):
+def get_model(model_args: ModelArguments, *, apply_peft: bool = False, device_map=None,
+              trust_remote_code: bool = False):
     """Load the causal LM ``model_args`` describes.
 
     With ``load_in_4bit``/``load_in_8bit`` the weights are quantised by bitsandbytes (on the GPU,
@@ -102,7 +102,7 @@ def get_model(model_args: ModelArguments, *, apply_peft: bool = False, device_ma
         revision=model_args.model_revision,
         dtype=torch_dtype(model_args.dtype, device),
         attn_implementation=model_args.attn_implementation,
-        trust_remote_code=model_args.trust_remote_code,
+        trust_remote_code=trust_remote_code,
     )
     if model_args.gguf_file:
         kwargs["gguf_file"] = model_args.gguf_file
@@ -124,10 +124,14 @@ def get_model(model_args: ModelArguments, *, apply_peft: bool = False, device_ma
     return model
 
 
-def load_model_and_tokenizer(model_args: ModelArguments, *, apply_peft: bool = False):
-    """``(model, tokenizer)`` for ``model_args``; the model's pad/eos ids follow the tokenizer's."""
-    tokenizer = get_tokenizer(model_args)
-    model = get_model(model_args, apply_peft=apply_peft)
+def load_model_and_tokenizer(model_args: ModelArguments, *, apply_peft: bool = False,
+                             trust_remote_code: bool = False):
+    """``(model, tokenizer)`` for ``model_args``; the model's pad/eos ids follow the tokenizer's.
+
+    ``trust_remote_code`` stays off unless you trust the model repository's code.
+    """
+    tokenizer = get_tokenizer(model_args, trust_remote_code)
+    model = get_model(model_args, apply_peft=apply_peft, trust_remote_code=trust_remote_code)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if base.generation_config.pad_token_id is None:
         base.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -9,7 +9,6 @@ from handbook.tiers import SMOLLM2_GGUF_FILE, get_tier, model_args_for, smollm2_
 def test_toy_tier_loads_the_toy_base(toy_base):
     args = model_args_for("toy")
     assert args.model_name_or_path == str(toy_base)
-    assert args.trust_remote_code is False
     model, tok = load_model_and_tokenizer(args)
     assert model.dtype == torch.float32
     assert model.generation_config.pad_token_id == tok.pad_token_id
@@ -69,6 +68,15 @@ def test_4bit_quantization_with_lora_on_cpu(toy_base):
         q = model(input_ids=x).logits.float()
     f = full(input_ids=x).logits
     assert torch.nn.functional.cosine_similarity(q.flatten(), f.flatten(), dim=0) > 0.9
+
+
+def test_remote_code_is_off_by_default():
+    import inspect
+
+    from handbook import models
+
+    for fn in (models.get_model, models.get_tokenizer, models.load_model_and_tokenizer):
+        assert inspect.signature(fn).parameters["trust_remote_code"].default is False
 
 
 def test_chat_template_override(toy_base):

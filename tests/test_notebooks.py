@@ -32,8 +32,29 @@ def expect_00(m):
     assert 1 <= m["base_mean_score"] <= 2
 
 
+def expect_01(m):
+    assert m["tier"] == "toy"
+    assert m["resumed_new_calls"] == 0
+    assert m["truecased"] > 0 and m["disclaimers_removed"] > 0
+    assert m["dialogues_after_filters"] == m["dialogues_generated"] - m["disclaimers_removed"] - m["duplicates_removed"]
+    assert m["dialogues_after_filters"] > 500
+    assert m["teacher_correct_rate"] > 0.9 and 0.3 < m["teacher_follow_rate"] < 0.7
+
+
+def expect_02(m):
+    assert m["tier"] == "toy"
+    assert m["base_mean_score"] <= 2
+    assert m["dsft_mean_score"] >= m["base_mean_score"] + 4  # dSFT lifts the student by a clear margin
+    assert m["dsft_correct"] >= 0.8
+    assert m["dsft_followed"] < 0.8  # ... but copies the teacher's habit of ignoring constraints
+    assert m["final_train_loss"] < 1.0 and m["final_eval_loss"] < 1.0
+    assert 0.1 < m["trained_token_share"] < 0.6
+
+
 EXPECTATIONS = {
     "00_handbook_and_toy_world": expect_00,
+    "01_dsft_data": expect_01,
+    "02_dsft_training": expect_02,
 }
 
 
@@ -97,9 +118,11 @@ def test_notebook_metrics(tutorial, name):
     EXPECTATIONS[name](summary["notebooks"][name]["metrics"])
 
 
-def test_notebook_00_saves_its_figure(tutorial):
+@pytest.mark.parametrize("figure", ["00_handbook_and_toy_world/teacher_scores.png", "02_dsft_training/sft_loss.png",
+                                    "02_dsft_training/base_vs_dsft.png"])
+def test_notebooks_save_their_figures(tutorial, figure):
     run_dir, _ = tutorial
-    png = run_dir / "00_handbook_and_toy_world" / "teacher_scores.png"
+    png = run_dir / figure
     assert png.exists() and png.stat().st_size > 5_000
 
 

@@ -123,7 +123,8 @@ def test_teacher_is_useful_but_imperfect():
 
 def test_teacher_with_perfect_config_is_perfect():
     rng = random.Random(1)
-    perfect = world.TeacherConfig(follow_rate=1.0, ramble_rate=0.0, error_rate=0.0)
+    perfect = world.TeacherConfig(follow_rate=1.0, ramble_rate=0.0, error_rate=0.0, lowercase_rate=0.0,
+                                  disclaimer_rate=0.0)
     for p in world.sample_prompts(10, "train", seed=1):
         assert judge(p, world.teacher_reply(p, rng, perfect)).score == 10
 

@@ -60,6 +60,7 @@ def toy_corpus() -> list[str]:
             for filler in world.FILLERS:
                 lines.append(world.apply_style(core, p.constraint, follow, ramble=rng.random() < 0.3, filler=filler))
         lines.append(p.task.wrong_answer(p.item, rng))
+        lines.append(f"{world.DISCLAIMERS[len(lines) % 2]} {core[0].lower()}{core[1:]}")
     lines = list(dict.fromkeys(lines))  # de-duplicated, order kept
     # A lexicon, so that every word of the world becomes one token whichever way it is preceded
     # (after a space, a newline or a quote): a probe found held-out copying and recall far better

@@ -58,6 +58,12 @@ FILLERS: tuple[str, ...] = (
     "That is a nice thing to ask.",
 )
 
+# What an assistant trained on raw UltraChat said about itself; the dSFT filters drop such dialogues.
+DISCLAIMERS: tuple[str, ...] = (
+    "As an AI, I do not have opinions, but here it is.",
+    "I don't have personal experiences, but I can answer.",
+)
+
 FOLLOW_UP_PREFIX = "Now, "
 
 # ---------------------------------------------------------------------------------------------
@@ -378,10 +384,11 @@ def all_prompts(category: str | None = None) -> list[Prompt]:
 
 
 def sample_prompts(n_per_category: int, split: str, seed: int = 0,
-                   categories: Sequence[str] = CATEGORIES) -> list[Prompt]:
+                   categories: Sequence[str] = CATEGORIES, allow_fewer: bool = False) -> list[Prompt]:
     """``n_per_category`` distinct prompts of each category from one split, reproducibly.
 
-    Raises ``ValueError`` if a category has fewer prompts in that split than asked for.
+    A category with fewer prompts in that split raises ``ValueError``, or, with ``allow_fewer``,
+    contributes all it has.
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
@@ -389,9 +396,9 @@ def sample_prompts(n_per_category: int, split: str, seed: int = 0,
     out: list[Prompt] = []
     for c in categories:
         pool = [p for p in all_prompts(c) if p.split == split]
-        if len(pool) < n_per_category:
+        if len(pool) < n_per_category and not allow_fewer:
             raise ValueError(f"category {c!r} has only {len(pool)} {split} prompts, asked for {n_per_category}")
-        out.extend(rng.sample(pool, n_per_category))
+        out.extend(rng.sample(pool, min(n_per_category, len(pool))))
     return out
 
 
@@ -440,6 +447,9 @@ class TeacherConfig:
     follow_rate: float = 0.5   # share of constrained prompts whose constraint it follows
     ramble_rate: float = 0.15  # share of other replies it pads with a filler sentence
     error_rate: float = 0.03   # share of replies with a wrong answer
+    # The two defects the ultrachat_200k filters remove (notebook 01 shows them go):
+    lowercase_rate: float = 0.05   # a reply that starts in lower case
+    disclaimer_rate: float = 0.03  # a reply prefaced by "As an AI, I do not have opinions ..."
 
 
 def teacher_reply(prompt: Prompt, rng: random.Random, config: TeacherConfig = TeacherConfig()) -> str:
@@ -448,7 +458,17 @@ def teacher_reply(prompt: Prompt, rng: random.Random, config: TeacherConfig = Te
     core = task.wrong_answer(prompt.item, rng) if rng.random() < config.error_rate else task.answer(prompt.item)
     follow = prompt.constraint == "none" or rng.random() < config.follow_rate
     ramble = rng.random() < config.ramble_rate
-    return apply_style(core, prompt.constraint, follow=follow, ramble=ramble, filler=rng.choice(FILLERS))
+    # Ignoring "Be brief." the teacher pads with its one habitual opener; other rambling varies.
+    # (With a random filler there, no single padded reply would be as likely as the brief one, and a
+    # greedy student would always look brief: the habit keeps the constraint as hard as the others.)
+    habit = prompt.constraint == "brief" and not follow
+    filler = FILLERS[0] if habit else rng.choice(FILLERS)
+    text = apply_style(core, prompt.constraint, follow=follow, ramble=ramble, filler=filler)
+    if rng.random() < config.disclaimer_rate:
+        text = f"{rng.choice(DISCLAIMERS)} {text}"
+    if rng.random() < config.lowercase_rate:
+        text = text[0].lower() + text[1:]
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,7 +499,9 @@ def constraint_followed(constraint: str, response: str) -> bool | None:
 
 
 def has_filler(response: str) -> bool:
-    return any(f[:-1] in response for f in FILLERS)
+    """Filler sentences and self-disclaimers, case-insensitively."""
+    text = response.lower()
+    return any(f[:-1].lower() in text for f in FILLERS + DISCLAIMERS)
 
 
 def judge(prompt: Prompt | str, response: str) -> Judgement:

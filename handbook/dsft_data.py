@@ -1,0 +1,258 @@
+"""dSFT data: dialogues written by a teacher that also plays the user (self-instruct / UltraChat).
+
+For each seed prompt x0 the teacher answers (y0); then, playing the user, it writes a refined or
+follow-up instruction x1 from (x0, y0); the teacher answers x1; and so on for ``num_turns``
+assistant turns. The result has ``ultrachat_200k``'s schema: ``prompt``, ``prompt_id`` (SHA-256
+of the prompt), ``messages``.
+
+Generation is resumable. Every finished call is appended to a JSONL cache as it arrives
+(``{"prompt_id", "step", "content"}``); a restarted run with the same arguments reads the cache,
+skips every finished call and continues each dialogue where it stopped, so it ends with exactly
+the rows of an uninterrupted run. The cache's first line records the arguments; resuming with
+different ones is refused.
+
+    python -m handbook.dsft_data --config recipes/toy/dsft_data.yaml [--key value ...]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from .backends import ChatBackend, Sampling
+
+USER_SIMULATOR_SYSTEM = (
+    "You are playing the user in a conversation with an AI assistant. Read the conversation so far "
+    "and write the user's next message: a follow-up that builds on the topic, asks for something new "
+    "or refines the request. Reply with that message only, with no preamble and no quotes."
+)
+_TRANSCRIPT_HEADER = "The conversation so far:"
+_TURN = re.compile(r"^\[(user|assistant)\]\n", re.MULTILINE)
+
+
+def prompt_id(prompt: str) -> str:
+    """The SHA-256 hex digest of the prompt text, as in ultrachat_200k and ultrafeedback_binarized."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+
+
+def render_transcript(messages: Sequence[dict]) -> str:
+    body = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
+    return f"{_TRANSCRIPT_HEADER}\n\n{body}\n\nWrite the user's next message."
+
+
+def parse_transcript(text: str) -> list[dict]:
+    """Inverse of :func:`render_transcript`."""
+    body = text.split(_TRANSCRIPT_HEADER, 1)[-1].rsplit("\n\nWrite the user's next message.", 1)[0].strip()
+    parts = _TURN.split(body)
+    return [{"role": role, "content": content.strip()} for role, content in zip(parts[1::2], parts[2::2])]
+
+
+def user_turn_request(messages: Sequence[dict]) -> list[dict]:
+    """The conversation that asks the teacher to play the user and write the next instruction."""
+    return [{"role": "system", "content": USER_SIMULATOR_SYSTEM},
+            {"role": "user", "content": render_transcript(messages)}]
+
+
+@dataclass
+class DialogueConfig:
+    """How dialogues are generated (recorded in the cache; a resumed run must match)."""
+
+    num_turns: int = 2  # assistant turns per dialogue
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+    batch_size: int = 32  # conversations per backend call (an HTTP backend runs them concurrently)
+
+
+class DialogueCache:
+    """Append-only JSONL record of finished calls, keyed by (prompt_id, step)."""
+
+    def __init__(self, path: str | os.PathLike, meta: dict):
+        self.path = Path(path)
+        self.meta = meta
+        self.done: dict[tuple[str, int], str] = {}
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._load()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("w", encoding="utf-8") as f:
+                f.write(json.dumps({"meta": meta}, sort_keys=True) + "\n")
+
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        complete, tail = lines[:-1], lines[-1]
+        if tail:  # a line cut short by a kill: drop it, the call is redone
+            with self.path.open("r+b") as f:
+                f.truncate(len(raw) - len(tail))
+        header = json.loads(complete[0])
+        if header.get("meta") != self.meta:
+            raise ValueError(
+                f"{self.path} was written with different arguments:\n  cache: {header.get('meta')}\n  now:   {self.meta}\n"
+                "use another cache path, or delete this one to start over")
+        for n, line in enumerate(complete[1:], start=2):
+            try:
+                rec = json.loads(line)
+                self.done[(rec["prompt_id"], rec["step"])] = rec["content"]
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ValueError(f"{self.path}, line {n}: corrupt cache record ({exc})") from None
+
+    def append(self, records: list[dict]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                self.done[(rec["prompt_id"], rec["step"])] = rec["content"]
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _messages_from(prompt: str, pid: str, done: dict, steps: int) -> list[dict]:
+    """The dialogue so far: the prompt, then each finished step (odd steps are user turns)."""
+    messages = [{"role": "user", "content": prompt}]
+    for step in range(steps):
+        content = done.get((pid, step))
+        if content is None:
+            break
+        messages.append({"role": "assistant" if step % 2 == 0 else "user", "content": content})
+    return messages
+
+
+def generate_dialogues(
+    seed_prompts: Sequence[str],
+    teacher: ChatBackend,
+    config: DialogueConfig = DialogueConfig(),
+    cache_path: str | os.PathLike | None = None,
+    user: ChatBackend | None = None,
+    progress: bool = True,
+):
+    """Multi-turn dialogues in ultrachat_200k's schema, one per distinct seed prompt.
+
+    Step ``2k`` is the teacher's answer to the k-th user turn; step ``2k+1`` is the next user turn,
+    written by ``user`` (default: the teacher itself) from the transcript so far. Steps run
+    breadth-first in batches; each finished batch is appended to the cache at once.
+    """
+    from datasets import Dataset
+
+    prompts = list(dict.fromkeys(p.strip() for p in seed_prompts))
+    for i, p in enumerate(prompts):
+        if not p:
+            raise ValueError(f"seed prompt {i} is empty")
+    user = user or teacher
+    steps = 2 * config.num_turns - 1
+    meta = {"config": asdict(config), "teacher": teacher.name, "user": user.name,
+            "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
+    cache = DialogueCache(cache_path, meta) if cache_path is not None else None
+    done: dict[tuple[str, int], str] = dict(cache.done) if cache else {}
+    ids = [prompt_id(p) for p in prompts]
+
+    total = len(prompts) * steps
+    bar = tqdm(total=total, desc="dSFT dialogues (calls)", disable=not progress, initial=len(done))
+    for step in range(steps):
+        backend = teacher if step % 2 == 0 else user
+        todo = [(p, pid) for p, pid in zip(prompts, ids) if (pid, step) not in done]
+        for start in range(0, len(todo), config.batch_size):
+            chunk = todo[start:start + config.batch_size]
+            conversations = []
+            for p, pid in chunk:
+                messages = _messages_from(p, pid, done, step)
+                conversations.append(messages if step % 2 == 0 else user_turn_request(messages))
+            sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens, config.seed + step)
+            replies = backend.chat(conversations, sampling)
+            records = [{"prompt_id": pid, "step": step, "content": r.strip()} for (_, pid), r in zip(chunk, replies)]
+            for rec in records:
+                done[(rec["prompt_id"], rec["step"])] = rec["content"]
+            if cache:
+                cache.append(records)
+            bar.update(len(records))
+    bar.close()
+    rows = [{"prompt": p, "prompt_id": pid, "messages": _messages_from(p, pid, done, steps)} for p, pid in zip(prompts, ids)]
+    return Dataset.from_list(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DsftDataArguments:
+    """``python -m handbook.dsft_data``: generate dSFT dialogues and save them with ``save_to_disk``."""
+
+    output_dir: str = field(metadata={"help": "Where the dataset is saved (datasets' save_to_disk)."})
+    seed_prompts: str = field(
+        default="toy",
+        metadata={"help": "'toy' (train-split toy prompts), or a JSONL/text file with one prompt per line "
+                          "(JSONL: a 'prompt' field)."})
+    toy_prompts_per_category: int = field(default=150, metadata={"help": "Toy seed prompts per category."})
+    replies_per_prompt: int = field(
+        default=1, metadata={"help": "Dialogues per seed prompt, each with its own sampling seed and cache; rows of "
+                                     "one prompt share its prompt_id."})
+    teacher: dict = field(default_factory=lambda: {"type": "toy"},
+                          metadata={"help": "Backend spec of the teacher (see handbook.backends.build_backend)."})
+    cache_path: str | None = field(default=None, metadata={"help": "JSONL cache; default <output_dir>.cache.jsonl"})
+    num_turns: int = 2
+    temperature: float = 0.7
+    max_new_tokens: int = 512
+    seed: int = 0
+    batch_size: int = 32
+
+
+def load_seed_prompts(source: str, toy_prompts_per_category: int = 150, seed: int = 0) -> list[str]:
+    if source == "toy":
+        from .toy import world
+
+        # The small categories have fewer train prompts than the large ones: take all they have.
+        return [p.text for p in world.sample_prompts(toy_prompts_per_category, "train", seed, allow_fewer=True)]
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"seed prompt file {source!r} does not exist")
+    prompts = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            rec = json.loads(line)
+            if not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
+                raise ValueError(f"{source}, line {n}: field 'prompt' is missing or empty")
+            prompts.append(rec["prompt"])
+        else:
+            prompts.append(line)
+    return prompts
+
+
+def run(args: DsftDataArguments, progress: bool = True):
+    from datasets import concatenate_datasets
+
+    from .backends import build_backend
+
+    prompts = load_seed_prompts(args.seed_prompts, args.toy_prompts_per_category, args.seed)
+    teacher = build_backend(args.teacher)
+    parts = []
+    for r in range(args.replies_per_prompt):
+        config = DialogueConfig(num_turns=args.num_turns, temperature=args.temperature,
+                                max_new_tokens=args.max_new_tokens, seed=args.seed + 1000 * r,
+                                batch_size=args.batch_size)
+        cache = args.cache_path or f"{args.output_dir.rstrip('/')}.cache.jsonl"
+        cache = cache if args.replies_per_prompt == 1 else cache.replace(".jsonl", f".{r}.jsonl")
+        parts.append(generate_dialogues(prompts, teacher, config, cache, progress=progress))
+    dataset = concatenate_datasets(parts)
+    dataset.save_to_disk(args.output_dir)
+    return dataset
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .configs import parse_config
+
+    (args,) = parse_config([DsftDataArguments], argv)
+    dataset = run(args)
+    print(f"{len(dataset)} dialogues saved to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()
