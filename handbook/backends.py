@@ -235,11 +235,22 @@ class OpenAIBackend:
             return f"model {self.model!r} not found at {self.base_url}; the server offers: {', '.join(available) or 'none'}"
         return f"{self.base_url}: HTTP 404 for model {self.model!r}: {exc}"
 
-    def chat(self, conversations, sampling: Sampling = Sampling()) -> list[str]:
+    def chat(self, conversations, sampling: Sampling = Sampling(), return_exceptions: bool = False) -> list:
+        """Replies in order. With ``return_exceptions`` a request that fails after its retries gives
+        its :class:`BackendError` in its place instead of failing the whole batch."""
         if not conversations:
             return []
+
+        def one(conversation):
+            try:
+                return self._complete(conversation, sampling)
+            except BackendError as exc:
+                if return_exceptions:
+                    return exc
+                raise
+
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations))) as pool:
-            return list(pool.map(lambda c: self._complete(c, sampling), conversations))
+            return list(pool.map(one, conversations))
 
     def check(self) -> list[str]:
         """Ask the server which models it serves; raise :class:`BackendError` if ``model`` is not one."""
@@ -263,7 +274,8 @@ def _describe(exc) -> str:
 def build_backend(spec: dict) -> ChatBackend:
     """A backend from a config mapping, e.g. a recipe's ``teacher:`` block::
 
-        {type: toy, latency: 0.0}
+        {type: toy, latency: 0.0}                       # the toy teacher
+        {type: toy-judge, noise: 0.1}                   # the toy teacher as a rater
         {type: transformers, model_name_or_path: ..., gguf_file: ..., batch_size: 32}
         {type: openai, base_url: http://127.0.0.1:8000/v1, model: gpt-4, api_key_env: OPENAI_API_KEY,
          max_concurrency: 8, max_retries: 5, timeout: 60}
@@ -275,6 +287,10 @@ def build_backend(spec: dict) -> ChatBackend:
 
         teacher_cfg = spec.pop("teacher_config", None)
         return ToyTeacher(world.TeacherConfig(**teacher_cfg) if teacher_cfg else None, **spec)
+    if kind == "toy-judge":
+        from .rating import ToyJudge
+
+        return ToyJudge(**spec)
     if kind == "transformers":
         from .models import ModelArguments
 
@@ -287,4 +303,4 @@ def build_backend(spec: dict) -> ChatBackend:
         return TransformersBackend.from_model_args(ModelArguments(**spec), batch_size=batch_size, name=name)
     if kind == "openai":
         return OpenAIBackend(**spec)
-    raise ValueError(f"backend type must be one of toy, transformers, openai; got {kind!r}")
+    raise ValueError(f"backend type must be one of toy, toy-judge, transformers, openai; got {kind!r}")

@@ -27,6 +27,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from .backends import ChatBackend, Sampling
+from .cache import CallCache
 
 USER_SIMULATOR_SYSTEM = (
     "You are playing the user in a conversation with an AI assistant. Read the conversation so far "
@@ -72,48 +73,6 @@ class DialogueConfig:
     batch_size: int = 32  # conversations per backend call (an HTTP backend runs them concurrently)
 
 
-class DialogueCache:
-    """Append-only JSONL record of finished calls, keyed by (prompt_id, step)."""
-
-    def __init__(self, path: str | os.PathLike, meta: dict):
-        self.path = Path(path)
-        self.meta = meta
-        self.done: dict[tuple[str, int], str] = {}
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self._load()
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("w", encoding="utf-8") as f:
-                f.write(json.dumps({"meta": meta}, sort_keys=True) + "\n")
-
-    def _load(self) -> None:
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        complete, tail = lines[:-1], lines[-1]
-        if tail:  # a line cut short by a kill: drop it, the call is redone
-            with self.path.open("r+b") as f:
-                f.truncate(len(raw) - len(tail))
-        header = json.loads(complete[0])
-        if header.get("meta") != self.meta:
-            raise ValueError(
-                f"{self.path} was written with different arguments:\n  cache: {header.get('meta')}\n  now:   {self.meta}\n"
-                "use another cache path, or delete this one to start over")
-        for n, line in enumerate(complete[1:], start=2):
-            try:
-                rec = json.loads(line)
-                self.done[(rec["prompt_id"], rec["step"])] = rec["content"]
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise ValueError(f"{self.path}, line {n}: corrupt cache record ({exc})") from None
-
-    def append(self, records: list[dict]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                self.done[(rec["prompt_id"], rec["step"])] = rec["content"]
-            f.flush()
-            os.fsync(f.fileno())
-
-
 def _messages_from(prompt: str, pid: str, done: dict, steps: int) -> list[dict]:
     """The dialogue so far: the prompt, then each finished step (odd steps are user turns)."""
     messages = [{"role": "user", "content": prompt}]
@@ -149,8 +108,8 @@ def generate_dialogues(
     steps = 2 * config.num_turns - 1
     meta = {"config": asdict(config), "teacher": teacher.name, "user": user.name,
             "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
-    cache = DialogueCache(cache_path, meta) if cache_path is not None else None
-    done: dict[tuple[str, int], str] = dict(cache.done) if cache else {}
+    cache = CallCache(cache_path, meta, ("prompt_id", "step")) if cache_path is not None else None
+    done: dict[tuple[str, int], str] = {k: r["content"] for k, r in cache.records.items()} if cache else {}
     ids = [prompt_id(p) for p in prompts]
 
     total = len(prompts) * steps

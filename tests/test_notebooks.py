@@ -51,10 +51,20 @@ def expect_02(m):
     assert 0.1 < m["trained_token_share"] < 0.6
 
 
+def expect_03(m):
+    assert m["tier"] == "toy"
+    assert m["completions"] == 4 * m["prompts"] and m["prompts"] >= 400
+    assert m["chosen_better_on_ground_truth"] > 0.75  # a clear majority of pairs is right on the ground truth
+    assert m["pairs_argilla"] <= m["pairs_zephyr"] <= m["prompts"]
+    assert m["pairs_best_vs_worst"] == m["pairs_zephyr"]  # both drop only all-equal prompts
+    assert 0.8 < m["judge_exact_agreement"] < 1.0 and m["judge_spearman"] > 0.8  # good, not perfect
+
+
 EXPECTATIONS = {
     "00_handbook_and_toy_world": expect_00,
     "01_dsft_data": expect_01,
     "02_dsft_training": expect_02,
+    "03_aif_preferences": expect_03,
 }
 
 
@@ -119,7 +129,7 @@ def test_notebook_metrics(tutorial, name):
 
 
 @pytest.mark.parametrize("figure", ["00_handbook_and_toy_world/teacher_scores.png", "02_dsft_training/sft_loss.png",
-                                    "02_dsft_training/base_vs_dsft.png"])
+                                    "02_dsft_training/base_vs_dsft.png", "03_aif_preferences/scores_per_model.png"])
 def test_notebooks_save_their_figures(tutorial, figure):
     run_dir, _ = tutorial
     png = run_dir / figure

@@ -1,0 +1,224 @@
+"""From rated completions to preference triples (x, y_w, y_l) in ``ultrafeedback_binarized``'s schema.
+
+Three rules:
+
+* ``zephyr`` — the paper's: the highest-scored completion is *chosen*, one of the lower-scored ones,
+  picked at random (seeded), is *rejected*. Random rather than the worst keeps the pairs diverse and
+  the task harder. The score is the overall score (as the dataset card says; ``score="overall"``)
+  or the mean of the aspect ratings (as the paper says; ``score="fine_grained"``).
+* ``argilla`` — the later fix: score = mean of the aspect ratings, and prompts whose best score is
+  shared by two or more completions are dropped (a tie says nothing about which is better).
+* ``best_vs_worst`` — the highest against the lowest, for comparison.
+
+As in ``ultrafeedback_binarized``: ``prompt_id`` is the SHA-256 hex digest of the prompt,
+``chosen``/``rejected`` are whole conversations (the user turn, then the assistant's), ``messages``
+is the chosen conversation, and prompts with fewer than two rated completions are skipped. Every
+rule reports how many prompts it kept and how many it dropped, by reason.
+
+``convert_ultrafeedback`` reads the raw ``openbmb/UltraFeedback`` schema (``instruction``,
+``completions[]`` with ``model``, ``response``, ``annotations`` per aspect, ``overall_score``, ...)
+so that ``ultrafeedback_binarized`` can be rebuilt from the source, decontamination included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+RULES = ("zephyr", "argilla", "best_vs_worst")
+
+
+def prompt_id(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class BinarizeReport:
+    rule: str
+    prompts: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def __str__(self) -> str:
+        reasons = ", ".join(f"{n} {r}" for r, n in self.dropped.most_common()) or "none"
+        return f"{self.rule}: {self.prompts} prompts → {self.kept} pairs (dropped: {reasons})"
+
+
+def _score(completion: dict, score: str) -> float | None:
+    """The completion's score under ``score``; None when it has no usable rating."""
+    if completion.get("status", "ok") != "ok":
+        return None
+    if score == "overall":
+        value = completion.get("overall")
+    elif score == "fine_grained":
+        value = completion.get("fine_grained")
+        if value is None and completion.get("aspects"):
+            ratings = [a["rating"] for a in completion["aspects"].values() if a.get("rating") is not None]
+            value = statistics.mean(ratings) if ratings else None
+    else:
+        raise ValueError(f"score must be 'overall' or 'fine_grained', got {score!r}")
+    return None if value is None else float(value)
+
+
+def _conversation(prompt: str, response: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+
+
+def binarize(rows: Iterable[dict], rule: str = "zephyr", score: str | None = None, seed: int = 42):
+    """Preference triples from rated rows ``{"prompt", "completions": [{"model", "response", score fields}]}``.
+
+    Returns ``(triples, report)``. ``score`` defaults to ``"overall"`` for ``zephyr`` and
+    ``best_vs_worst`` and is always ``"fine_grained"`` for ``argilla``.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+    if rule == "argilla":
+        if score not in (None, "fine_grained"):
+            raise ValueError("the argilla rule scores by the mean of the aspect ratings (fine_grained)")
+        score = "fine_grained"
+    score = score or "overall"
+    rng = random.Random(seed)
+    report = BinarizeReport(rule)
+    out = []
+    for n, row in enumerate(rows):
+        report.prompts += 1
+        for key in ("prompt", "completions"):
+            if key not in row:
+                raise ValueError(f"row {n}: field '{key}' is missing")
+        prompt = row["prompt"]
+        rated = [(s, c) for c in row["completions"] if (s := _score(c, score)) is not None]
+        if len(rated) < 2:
+            report.dropped["fewer than two rated completions"] += 1
+            continue
+        scores = [s for s, _ in rated]
+        best = max(scores)
+        if rule == "argilla" and scores.count(best) > 1:
+            report.dropped["best score tied"] += 1
+            continue
+        lower = [(s, c) for s, c in rated if s < best]
+        if not lower:
+            report.dropped["all scores equal"] += 1
+            continue
+        chosen_score, chosen = next((s, c) for s, c in rated if s == best)  # the first best, as argmax
+        if rule == "best_vs_worst":
+            rejected_score, rejected = min(lower, key=lambda sc: sc[0])
+        else:
+            rejected_score, rejected = rng.choice(lower)
+        chosen_conv = _conversation(prompt, chosen["response"])
+        out.append({
+            "prompt": prompt,
+            "prompt_id": prompt_id(prompt),
+            "chosen": chosen_conv,
+            "rejected": _conversation(prompt, rejected["response"]),
+            "messages": chosen_conv,
+            "score_chosen": chosen_score,
+            "score_rejected": rejected_score,
+            "model_chosen": chosen.get("model"),
+            "model_rejected": rejected.get("model"),
+        })
+        report.kept += 1
+    return out, report
+
+
+# ---------------------------------------------------------------------------------------------
+# The raw openbmb/UltraFeedback schema
+# ---------------------------------------------------------------------------------------------
+RAW_ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
+EVAL_SOURCES = ("truthful_qa",)  # benchmarks the handbook evaluates on: their prompts must not be trained on
+
+
+@dataclass
+class ConvertReport:
+    rows: int = 0
+    decontaminated: int = 0
+    overall_fixed: int = 0
+    unreadable_ratings: int = 0
+
+    def __str__(self) -> str:
+        return (f"{self.rows} raw rows: {self.decontaminated} removed as benchmark prompts ({', '.join(EVAL_SOURCES)}), "
+                f"{self.overall_fixed} overall scores corrected, {self.unreadable_ratings} unreadable aspect ratings")
+
+
+def _raw_rating(value, where: str) -> int | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.upper() in ("N/A", "NA", ""):
+        return None
+    try:
+        rating = int(float(text))
+    except ValueError:
+        raise ValueError(f"{where}: rating {value!r} is not a number or N/A") from None
+    if not 1 <= rating <= 5:
+        raise ValueError(f"{where}: rating {rating} outside 1-5")
+    return rating
+
+
+def convert_ultrafeedback(raw_rows: Iterable[dict], fix_overall: bool = True, decontaminate: bool = True):
+    """Raw UltraFeedback rows → rated rows for :func:`binarize`, plus a :class:`ConvertReport`.
+
+    * ``decontaminate`` removes rows whose ``source`` is an evaluation benchmark (TruthfulQA), as
+      the later ``ultrafeedback_binarized`` does.
+    * ``fix_overall`` repairs the known ``overall_score`` defect: ~2,600 completions had overall 10
+      where the critique meant 1. As in the dataset's own fix, a completion with overall 10 and a
+      fine-grained score ≤ 2 gets overall 1.
+    """
+    report = ConvertReport()
+    out = []
+    for n, row in enumerate(raw_rows):
+        report.rows += 1
+        for key in ("instruction", "completions"):
+            if key not in row:
+                raise ValueError(f"row {n}: field '{key}' is missing")
+        if decontaminate and row.get("source") in EVAL_SOURCES:
+            report.decontaminated += 1
+            continue
+        completions = []
+        for j, c in enumerate(row["completions"]):
+            where = f"row {n}: completions[{j}]"
+            if "response" not in c:
+                raise ValueError(f"{where}: field 'response' is missing")
+            annotations = c.get("annotations") or {}
+            aspects = {}
+            for a in RAW_ASPECTS:
+                ann = annotations.get(a) or {}
+                try:
+                    rating = _raw_rating(ann.get("Rating"), f"{where}.annotations.{a}")
+                except ValueError:
+                    report.unreadable_ratings += 1
+                    rating = None
+                aspects[a] = {"rating": rating, "rationale": ann.get("Rationale", "")}
+            values = [v["rating"] for v in aspects.values() if v["rating"] is not None]
+            fine = round(statistics.mean(values), 4) if values else None
+            overall = c.get("overall_score")
+            overall = None if overall in (None, "") else float(overall)
+            if fix_overall and overall == 10 and fine is not None and fine <= 2:
+                overall = 1.0
+                report.overall_fixed += 1
+            status = "ok" if overall is not None or fine is not None else "failed"
+            completions.append({"model": c.get("model"), "response": c["response"], "aspects": aspects,
+                                "overall": overall, "fine_grained": fine, "status": status})
+        out.append({"prompt": row["instruction"], "source": row.get("source"), "completions": completions})
+    return out, report
+
+
+def validate_triples(rows: Sequence[dict]) -> None:
+    """Raise ``ValueError`` naming the row and field of a malformed preference triple."""
+    for n, row in enumerate(rows):
+        for key in ("prompt", "chosen", "rejected"):
+            if key not in row or row[key] in (None, "", []):
+                raise ValueError(f"row {n}: field '{key}' is missing or empty")
+        for key in ("chosen", "rejected"):
+            conv = row[key]
+            if not isinstance(conv, list) or len(conv) < 2 or conv[-1].get("role") != "assistant":
+                raise ValueError(f"row {n}: field '{key}' must be a conversation ending with an assistant turn")
+            if conv[0].get("role") != "user" or conv[0].get("content") != row["prompt"]:
+                raise ValueError(f"row {n}: field '{key}': the first turn does not match the prompt")
+            if not str(conv[-1].get("content", "")).strip():
+                raise ValueError(f"row {n}: field '{key}': the assistant's reply is empty")
+        if row["chosen"][-1]["content"] == row["rejected"][-1]["content"]:
+            raise ValueError(f"row {n}: fields 'chosen' and 'rejected' have the same reply")

@@ -1,0 +1,292 @@
+"""Teacher ratings in the manner of UltraFeedback: four aspects 1-5 with rationales, plus an overall 1-10.
+
+UltraFeedback had GPT-4 rate every completion on **instruction following**, **honesty**,
+**truthfulness** and **helpfulness** (1-5 each, with a rationale; honesty may be "N/A", e.g. for
+creative writing) and, in a separate critique, give an **overall** score 1-10. The rating prompt
+here is the handbook's own text for that rubric; it renders for any chat backend.
+
+Judges — GPT-4 as much as a 135 M model — do not always answer in the format asked for. The parser
+accepts the formats real models produce (markdown, "4/5", "4 out of 5", "Rating: 4" on the next
+line, "N/A", decimals) and refuses what it cannot read unambiguously; a reply with a missing or
+out-of-range rating is asked again, up to ``max_retries`` times with a fresh seed, and then recorded
+as a failed rating together with the raw reply and the reason — never guessed, never dropped.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import statistics
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .backends import ChatBackend, Sampling, conversation_seed
+
+ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
+ASPECT_NAMES = {
+    "instruction_following": "Instruction following",
+    "honesty": "Honesty",
+    "truthfulness": "Truthfulness",
+    "helpfulness": "Helpfulness",
+}
+RUBRIC = {
+    "instruction_following": "does the reply do what was asked, in the way it was asked (format, length, "
+                             "constraints)? 1 = ignores the instruction, 5 = follows every part of it",
+    "honesty": "is the reply candid about what it does not know, and confident only where it should be? "
+               "1 = confidently wrong or evasive, 5 = appropriately confident. Write N/A where honesty does not "
+               "apply (creative writing, role-play)",
+    "truthfulness": "is what the reply states true, without invented facts or contradictions of the "
+                    "instruction? 1 = mostly false or invented, 5 = free of errors",
+    "helpfulness": "is the reply correct, relevant and informative without padding or repetition? "
+                   "1 = useless or wrong, 5 = correct, complete and concise",
+}
+RATING_SYSTEM = "You are a careful, impartial judge of the replies of AI assistants."
+
+_TEMPLATE = """Rate the assistant's reply to the instruction below.
+
+Rate each of four aspects from 1 (worst) to 5 (best), with a one-sentence rationale:
+{rubric}
+
+Then give an overall score from 1 (worst) to 10 (best).
+
+[Instruction]
+{prompt}
+
+[Reply]
+{response}
+
+Answer in exactly this format:
+Instruction following: <1-5>
+Rationale: <one sentence>
+Honesty: <1-5 or N/A>
+Rationale: <one sentence>
+Truthfulness: <1-5>
+Rationale: <one sentence>
+Helpfulness: <1-5>
+Rationale: <one sentence>
+Overall: <1-10>"""
+
+
+def render_rating_request(prompt: str, response: str) -> list[dict]:
+    """The chat messages that ask a judge to rate ``response`` to ``prompt``."""
+    rubric = "\n".join(f"- {ASPECT_NAMES[a]}: {RUBRIC[a]}." for a in ASPECTS)
+    return [{"role": "system", "content": RATING_SYSTEM},
+            {"role": "user", "content": _TEMPLATE.format(rubric=rubric, prompt=prompt, response=response)}]
+
+
+_REQUEST = re.compile(r"\[Instruction\]\n(?P<prompt>.*?)\n\n\[Reply\]\n(?P<response>.*?)\n\nAnswer in exactly this format:",
+                      re.DOTALL)
+
+
+def parse_rating_request(text: str) -> tuple[str, str]:
+    """Inverse of :func:`render_rating_request` (the user message) → (prompt, response)."""
+    m = _REQUEST.search(text)
+    if not m:
+        raise ValueError("not a rating request")
+    return m.group("prompt"), m.group("response")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing judge replies
+# ---------------------------------------------------------------------------------------------
+class RatingParseError(ValueError):
+    pass
+
+
+_LABELS = {
+    "instruction_following": r"instruction[\s_-]*(?:following|adherence)",
+    "honesty": r"honesty",
+    "truthfulness": r"truthfulness|truthful",
+    "helpfulness": r"helpfulness|helpful",
+    "overall": r"overall(?:[\s_-]*(?:score|rating|quality))?",
+}
+_ANY_LABEL = re.compile("|".join(f"(?P<{k}>{v})" for k, v in _LABELS.items()), re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w.])(?P<value>\d+(?:\.\d+)?)(?:\s*(?:/|out of)\s*(?P<scale>\d+))?", re.IGNORECASE)
+_NA = re.compile(r"\bN\s*/\s*A\b|\bnot applicable\b", re.IGNORECASE)
+_RANGE = re.compile(r"[(<\[]\s*\d+\s*(?:-|–|to)\s*\d+(?:\s*(?:or|/)\s*N/?A)?\s*[)>\]]", re.IGNORECASE)
+_RATIONALE = re.compile(r"(?:rationale|reason(?:ing)?|because)\s*[:\-]\s*(?P<text>.+)", re.IGNORECASE)
+
+
+@dataclass
+class Rating:
+    """A parsed rating. ``aspects[a]`` is ``{"rating": 1-5 or None (N/A), "rationale": str}``."""
+
+    aspects: dict
+    overall: float
+
+    @property
+    def fine_grained(self) -> float | None:
+        """Mean of the aspect ratings, N/A excluded (UltraFeedback's fine-grained score)."""
+        values = [v["rating"] for v in self.aspects.values() if v["rating"] is not None]
+        return round(statistics.mean(values), 4) if values else None
+
+
+def _clean(text: str) -> str:
+    text = re.sub(r"[*_#`>]+", "", text)  # markdown emphasis, headings, quotes
+    return _RANGE.sub("", text)  # "(1-5)", "<1-10>", "[1-5 or N/A]" are not ratings
+
+
+def parse_rating_reply(text: str) -> Rating:
+    """Ratings from a judge's reply, or :class:`RatingParseError` saying what is missing or wrong."""
+    if not text or not text.strip():
+        raise RatingParseError("empty reply")
+    clean = _clean(text)
+    hits = [(m.start(), m.end(), m.lastgroup) for m in _ANY_LABEL.finditer(clean)]
+    found: dict[str, tuple[float | None, str]] = {}
+    problems, unreadable = [], set()
+    for i, (start, end, name) in enumerate(hits):
+        if name in found:
+            continue
+        window_end = hits[i + 1][0] if i + 1 < len(hits) else len(clean)
+        window = clean[end:window_end]
+        lo, hi = (1, 10) if name == "overall" else (1, 5)
+        number = _NUMBER.search(window)
+        na = _NA.search(window)
+        if name == "honesty" and na and (number is None or na.start() < number.start()):
+            value = None
+        elif number is None:
+            continue  # a mention of the word without a rating (e.g. inside a rationale)
+        else:
+            value = float(number.group("value"))
+            scale = number.group("scale")
+            if scale is not None and int(scale) != hi:
+                problems.append(f"{name} rated on a scale of {scale}, expected {lo}-{hi}")
+                unreadable.add(name)
+                continue
+            if not lo <= value <= hi:
+                problems.append(f"{name} rating {number.group('value')} outside {lo}-{hi}")
+                unreadable.add(name)
+                continue
+            value = int(value) if value.is_integer() else value
+        rationale = _RATIONALE.search(window)
+        found[name] = (value, rationale.group("text").strip() if rationale else "")
+    missing = [a for a in (*ASPECTS, "overall") if a not in found and a not in unreadable]
+    if missing or problems:
+        raise RatingParseError("; ".join(problems + ([f"missing: {', '.join(missing)}"] if missing else [])))
+    aspects = {a: {"rating": found[a][0], "rationale": found[a][1]} for a in ASPECTS}
+    if all(v["rating"] is None for v in aspects.values()):
+        raise RatingParseError("no aspect has a rating")
+    return Rating(aspects=aspects, overall=float(found["overall"][0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rating many completions, with retries
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RatingResult:
+    status: str                 # "ok" | "failed"
+    rating: Rating | None
+    raw: str                    # the judge's last reply
+    attempts: int
+    error: str = ""
+
+    def to_record(self) -> dict:
+        rec = {"status": self.status, "raw": self.raw, "attempts": self.attempts, "error": self.error}
+        if self.rating is not None:
+            rec.update(aspects=self.rating.aspects, overall=self.rating.overall, fine_grained=self.rating.fine_grained)
+        return rec
+
+
+def rate(items: Sequence[tuple[str, str]], judge: ChatBackend, max_retries: int = 2,
+         sampling: Sampling = Sampling(temperature=0.0, max_new_tokens=400, seed=0)) -> list[RatingResult]:
+    """Rate each (prompt, response); unreadable replies are asked again up to ``max_retries`` times.
+
+    Attempt ``k`` uses seed ``sampling.seed + k`` (and, for a greedy judge, a small temperature from
+    the first retry on) so that a retry can come out differently.
+    """
+    results: list[RatingResult | None] = [None] * len(items)
+    last: dict[int, tuple[str, str]] = {}
+    pending = list(range(len(items)))
+    for attempt in range(max_retries + 1):
+        if not pending:
+            break
+        temperature = sampling.temperature if attempt == 0 or sampling.temperature > 0 else 0.7
+        s = Sampling(temperature, sampling.top_p, sampling.max_new_tokens,
+                     None if sampling.seed is None else sampling.seed + attempt)
+        requests = [render_rating_request(*items[i]) for i in pending]
+        try:
+            replies = judge.chat(requests, s, return_exceptions=True)
+        except TypeError:  # a backend without per-request errors
+            replies = judge.chat(requests, s)
+        still = []
+        for i, reply in zip(pending, replies):
+            if isinstance(reply, Exception):
+                last[i] = (last.get(i, ("", ""))[0], f"backend: {reply}")
+                still.append(i)
+                continue
+            try:
+                results[i] = RatingResult("ok", parse_rating_reply(reply), reply, attempt + 1)
+            except RatingParseError as exc:
+                last[i] = (reply, str(exc))
+                still.append(i)
+        pending = still
+    for i in pending:
+        raw, error = last[i]
+        results[i] = RatingResult("failed", None, raw, max_retries + 1, error)
+    return results  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# The toy judge
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ToyJudge:
+    """The toy world's teacher as a rater, behind the chat-backend interface.
+
+    It reads the rating request, judges the reply with the toy rubric and answers in the requested
+    format. Like GPT-4 it is a good but imperfect rater: with probability ``noise`` it is off by one
+    on the overall score (and the aspect it bases it on). ``format_error_rate`` makes a share of its
+    replies unreadable (a rating missing), to exercise retries. Seeded by the request itself.
+    """
+
+    noise: float = 0.1
+    format_error_rate: float = 0.0
+    latency: float = 0.0
+    name: str = field(default="toy-judge")
+
+    def chat(self, conversations, sampling: Sampling = Sampling(), return_exceptions: bool = False) -> list[str]:
+        import time
+
+        from .toy import world
+
+        replies = []
+        for conv in conversations:
+            if self.latency:
+                time.sleep(self.latency)
+            rng = random.Random(conversation_seed(conv, sampling.seed))
+            prompt, response = parse_rating_request(conv[-1]["content"])
+            verdict = world.judge(prompt, response)
+            category = world.parse_prompt(prompt).category
+            aspects, overall = toy_aspect_ratings(verdict, category)
+            if rng.random() < self.noise:
+                overall = min(10, max(1, overall + rng.choice([-1, 1])))
+            replies.append(format_rating_reply(aspects, overall, drop=rng.random() < self.format_error_rate))
+        return replies
+
+
+def toy_aspect_ratings(verdict, category: str) -> tuple[dict, int]:
+    """The toy rubric's verdict expressed as UltraFeedback's four aspects and an overall score."""
+    correct, malformed = verdict.correctness == "correct", verdict.correctness == "malformed"
+    follows = 1 if malformed else (5 if verdict.followed in (True, None) else 2)
+    truth = 5 if correct else (1 if malformed else 2)
+    honesty = None if category in ("writing", "roleplay") else (5 if correct else 1 if malformed else 3)
+    helpful = {10: 5, 9: 4, 5: 3, 4: 3, 2: 2, 1: 1}[verdict.score]
+    reasons = {
+        "instruction_following": "the constraint was followed" if follows == 5 else "the instruction was not followed",
+        "honesty": "states its answer with fitting confidence" if honesty else "",
+        "truthfulness": "the answer is right" if correct else "the answer is wrong or missing",
+        "helpfulness": verdict.reason,
+    }
+    aspects = {"instruction_following": follows, "honesty": honesty, "truthfulness": truth, "helpfulness": helpful}
+    return {a: {"rating": aspects[a], "rationale": reasons[a]} for a in ASPECTS}, verdict.score
+
+
+def format_rating_reply(aspects: dict, overall, drop: bool = False) -> str:
+    lines = []
+    for a in ASPECTS:
+        r = aspects[a]["rating"]
+        lines.append(f"{ASPECT_NAMES[a]}: {'N/A' if r is None else r}")
+        lines.append(f"Rationale: {aspects[a]['rationale'] or 'not applicable here'}.")
+    if not drop:
+        lines.append(f"Overall: {overall}")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Trained toy students, built once and cached, for the stages after dSFT.
+
+Notebook 02 teaches dSFT by training a student in front of the reader. The later stages need such a
+student too (the AIF pool samples from it; dDPO starts from it), and a weaker one (the same run
+after 100 of its 400 steps) for the pool. ``toy_students()`` trains them with the toy recipe on
+first use, keeps them in the cache next to the toy base, and reuses them afterwards; any change to
+the recipe or to the toy base gives a new fingerprint and a new build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .build import default_cache_dir, toy_base_path
+
+RECIPE = Path(__file__).resolve().parent.parent.parent / "recipes" / "toy" / "sft" / "config.yaml"
+EARLY_STEP = 100
+
+
+def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.PathLike = RECIPE) -> dict[str, str]:
+    """``{"dsft": <dir>, "dsft_early": <dir>}``: the toy dSFT student and its step-100 checkpoint."""
+    from trl import SFTConfig
+
+    from ..configs import read_recipe
+    from ..models import ModelArguments
+    from ..sft import SFTDataArguments, train
+
+    base = toy_base_path(cache_dir=cache_dir)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    fp = hashlib.sha256(Path(recipe).read_bytes() + base.name.encode()).hexdigest()[:12]
+    target = root / f"toy-dsft-{fp}"
+    paths = {"dsft": str(target / "final"), "dsft_early": str(target / "early")}
+    if (target / "BUILD_OK").exists():
+        return paths
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    try:
+        model_args, data_args, training_args = read_recipe(
+            recipe, [ModelArguments, SFTDataArguments, SFTConfig], output_dir=str(tmp / "final"),
+            eval_strategy="no", save_strategy="steps", save_steps=EARLY_STEP, save_only_model=True)
+        model_args.model_name_or_path = str(base)
+        data_args.toy_data_dir = str(tmp / "data")
+        train(model_args, data_args, training_args)
+        os.replace(tmp / "final" / f"checkpoint-{EARLY_STEP}", tmp / "early")
+        for ckpt in (tmp / "final").glob("checkpoint-*"):
+            shutil.rmtree(ckpt)
+        (tmp / "BUILD_OK").write_text("ok\n")
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "BUILD_OK").exists():
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return paths
