@@ -243,3 +243,32 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ---------------------------------------------------------------------------------------------
+# The toy tier's preference data
+# ---------------------------------------------------------------------------------------------
+TOY_AIF_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "toy" / "aif" / "config.yaml"
+
+
+def toy_preferences(split: str = "train", prompts_per_category: int = 60, seed: int = 1, data_dir=None,
+                    rule: str = "zephyr", score: str | None = "overall", progress: bool = False):
+    """Preference triples on toy prompts of ``split``, by the toy AIF recipe's pool and judge.
+
+    ``train`` triples are for dDPO; ``heldout`` triples only measure it (held-out reward accuracy).
+    Returns ``(triples, report)``; pool and ratings are cached under ``data_dir`` when given.
+    """
+    import yaml
+
+    from .toy import world
+
+    recipe = yaml.safe_load(TOY_AIF_RECIPE.read_text())
+    args = AIFArguments(**{**recipe, "output_dir": str(data_dir or "."), "rule": rule})
+    prompts = [p.text for p in world.sample_prompts(prompts_per_category, split, seed, allow_fewer=True)]
+    cache = Path(data_dir) if data_dir is not None else None
+    pool = generate_pool(prompts, build_pool(args.pool), cache / f"{split}.pool.jsonl" if cache else None,
+                         args.batch_size, progress)
+    rated = rate_pool(pool, build_backend(args.judge), cache / f"{split}.ratings.jsonl" if cache else None,
+                      args.max_retries, Sampling(temperature=0.0, max_new_tokens=args.judge_max_new_tokens, seed=0),
+                      args.batch_size, progress)
+    return binarize(rated, rule, score if rule != "argilla" else None, args.seed)

@@ -60,11 +60,22 @@ def expect_03(m):
     assert 0.8 < m["judge_exact_agreement"] < 1.0 and m["judge_spearman"] > 0.8  # good, not perfect
 
 
+def expect_04(m):
+    assert m["tier"] == "toy"
+    assert m["eq1_max_difference_vs_trl"] < 1e-5  # Eq. 1 by hand = TRL on the same batch
+    assert m["eval_rewards_accuracy"] >= 0.75 and m["eval_rewards_margins"] > 0
+    assert m["train_rewards_accuracy"] >= m["eval_rewards_accuracy"]  # over-fitting shows as a gap
+    assert m["ddpo_mean_score"] > m["dsft_mean_score"]  # the paper's central claim, in miniature
+    assert m["ddpo_followed"] > m["dsft_followed"]  # ... from following the user's intent
+    assert set(m["beta_sweep"]) == {"0.01", "0.1", "0.5"}
+
+
 EXPECTATIONS = {
     "00_handbook_and_toy_world": expect_00,
     "01_dsft_data": expect_01,
     "02_dsft_training": expect_02,
     "03_aif_preferences": expect_03,
+    "04_ddpo": expect_04,
 }
 
 
@@ -129,7 +140,8 @@ def test_notebook_metrics(tutorial, name):
 
 
 @pytest.mark.parametrize("figure", ["00_handbook_and_toy_world/teacher_scores.png", "02_dsft_training/sft_loss.png",
-                                    "02_dsft_training/base_vs_dsft.png", "03_aif_preferences/scores_per_model.png"])
+                                    "02_dsft_training/base_vs_dsft.png", "03_aif_preferences/scores_per_model.png",
+                                    "04_ddpo/ddpo_curves.png"])
 def test_notebooks_save_their_figures(tutorial, figure):
     run_dir, _ = tutorial
     png = run_dir / figure
