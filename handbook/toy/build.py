@@ -33,7 +33,7 @@ SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|
 class ToyModelConfig:
     """Sizes of the toy tokenizer and model (a Mistral architecture, ~0.6 M parameters)."""
 
-    vocab_size: int = 1536  # an upper bound: the trainer stops when every merge is made (~1,240)
+    vocab_size: int = 1536  # an upper bound: the trainer stops when every merge is made (~1,260)
     hidden_size: int = 128
     intermediate_size: int = 256
     num_hidden_layers: int = 2
