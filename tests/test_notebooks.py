@@ -70,12 +70,23 @@ def expect_04(m):
     assert set(m["beta_sweep"]) == {"0.01", "0.1", "0.5"}
 
 
+def expect_05(m):
+    assert m["tier"] == "toy" and m["questions"] == 80
+    s = m["mt_bench"]
+    assert set(s) == {"base", "dsft", "ddpo_without_dsft", "dsft_ddpo"}
+    assert s["dsft_ddpo"] > s["dsft"] > s["base"]  # Table 3's order
+    assert s["dsft_ddpo"] > s["ddpo_without_dsft"]
+    assert m["win_rate_dsft_ddpo_vs_dsft"] > 50 and m["win_rate_dsft_ddpo_vs_dsft_se"] > 0
+    assert m["failed_judgments"] == 0
+
+
 EXPECTATIONS = {
     "00_handbook_and_toy_world": expect_00,
     "01_dsft_data": expect_01,
     "02_dsft_training": expect_02,
     "03_aif_preferences": expect_03,
     "04_ddpo": expect_04,
+    "05_evaluation": expect_05,
 }
 
 
@@ -141,7 +152,7 @@ def test_notebook_metrics(tutorial, name):
 
 @pytest.mark.parametrize("figure", ["00_handbook_and_toy_world/teacher_scores.png", "02_dsft_training/sft_loss.png",
                                     "02_dsft_training/base_vs_dsft.png", "03_aif_preferences/scores_per_model.png",
-                                    "04_ddpo/ddpo_curves.png"])
+                                    "04_ddpo/ddpo_curves.png", "05_evaluation/mt_bench_radar_and_bars.png"])
 def test_notebooks_save_their_figures(tutorial, figure):
     run_dir, _ = tutorial
     png = run_dir / figure

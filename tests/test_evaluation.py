@@ -1,0 +1,183 @@
+import json
+import math
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from handbook.backends import OpenAIBackend, Sampling
+from handbook.mt_bench import (HANDBOOK_JUDGE_PROMPTS, TEMPERATURE, ToyMTJudge, aggregate, extract_rating,
+                               extract_verdict, generate_answers, judge_answers, load_judge_prompts, load_questions,
+                               load_reference_answers, pairwise_outcome, pairwise_win_rate, render_pair, render_single,
+                               toy_questions, win_rate)
+from handbook.toy import world
+
+REF = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "mt_bench"
+needs_reference = pytest.mark.skipif(not REF.exists(), reason="../shared/reference/mt_bench is not here")
+
+
+def _answer(question, turns, model="m"):
+    return {"question_id": question["question_id"], "model_id": model, "choices": [{"index": 0, "turns": turns}]}
+
+
+def _placeholders(template):
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f}
+
+
+@needs_reference
+def test_real_fastchat_files_parse_and_render():
+    questions = load_questions(REF / "question.jsonl")
+    assert len(questions) == 80
+    assert {q["category"] for q in questions} == set(TEMPERATURE)
+    assert all(sum(q["category"] == c for q in questions) == 10 for c in TEMPERATURE)
+    prompts = load_judge_prompts(REF / "judge_prompts.jsonl")
+    assert {"single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn", "pair-v2"} <= set(prompts)
+    references = load_reference_answers(REF / "reference_answer_gpt-4.jsonl")
+    for q in questions:
+        answer = _answer(q, ["ANSWER-ONE", "ANSWER-TWO"])
+        for turn in (0, 1):
+            name, messages = render_single(q, answer, turn, prompts, references)
+            assert name.startswith("single-math-v1" if q["category"] in ("math", "reasoning", "coding") else "single-v1")
+            text = messages[1]["content"]
+            assert q["turns"][turn] in text and ("ANSWER-TWO" if turn else "ANSWER-ONE") in text
+            assert "[[rating]]" in messages[0]["content"] + text
+
+
+@needs_reference
+def test_handbook_judge_prompts_are_drop_in_for_fastchats():
+    fastchat = load_judge_prompts(REF / "judge_prompts.jsonl")
+    for ours in HANDBOOK_JUDGE_PROMPTS:
+        theirs = fastchat[ours["name"]]
+        assert ours["type"] == theirs["type"] and ours["output_format"] == theirs["output_format"]
+        assert _placeholders(ours["prompt_template"]) == _placeholders(theirs["prompt_template"])
+        # the instructions are our own wording; the answer markers are the format itself
+        assert ours["system_prompt"] + ours["prompt_template"] != theirs["system_prompt"] + theirs["prompt_template"]
+
+
+@needs_reference
+def test_toy_judge_reads_fastchats_prompts_as_well_as_ours():
+    fastchat = load_judge_prompts(REF / "judge_prompts.jsonl")
+    ours = load_judge_prompts()
+    judge = ToyMTJudge()
+    for q in toy_questions(1):
+        answer = _answer(q, [q["reference"][0], "Good question. " + q["reference"][1]])
+        for turn in (0, 1):
+            a = judge.chat([render_single(q, answer, turn, fastchat)[1]])[0]
+            b = judge.chat([render_single(q, answer, turn, ours)[1]])[0]
+            expected = world.judge(q["turns"][turn], answer["choices"][0]["turns"][turn]).score
+            assert extract_rating(a) == extract_rating(b) == expected
+
+
+@pytest.mark.parametrize("judgment,rating", [
+    ("The answer is right. Rating: [[7]]", 7.0),
+    ("Mostly fine. [[7.5]]", 7.5),
+    ("Rating: 7", 7.0),
+    ("rating: 8/10", 8.0),
+    ("I would give it [6].", 6.0),
+    ('I must follow the format "[[rating]]", for example "Rating: [[5]]". My verdict: Rating: [[3]]', 3.0),
+    ("No score here.", -1.0),
+    ("Rating: [[11]]", -1.0),
+    ("", -1.0),
+])
+def test_rating_extraction(judgment, rating):
+    assert extract_rating(judgment) == rating
+
+
+def test_verdicts_and_position_swap():
+    assert extract_verdict("A is better. [[A]]") == "A"
+    assert extract_verdict("[[C]]") == "tie" and extract_verdict("no verdict") is None
+    assert pairwise_outcome("A", "B") == 1.0   # model first wins, model second wins: a win
+    assert pairwise_outcome("B", "A") == 0.0   # a loss both ways
+    assert pairwise_outcome("A", "A") == 0.5   # position A wins both times: inconsistent → tie
+    assert pairwise_outcome("tie", "tie") == 0.5
+    assert pairwise_outcome("A", "tie") == 0.5
+    assert pairwise_outcome(None, "A") is None
+
+
+def test_win_rate_and_standard_error():
+    r = win_rate([1.0, 1.0, 0.0, 0.5, None])
+    assert (r.n, r.wins, r.ties, r.losses, r.unjudged) == (4, 2, 1, 1, 1)
+    assert r.win_rate == 62.5
+    sd = math.sqrt(((1 - .625) ** 2 * 2 + .625 ** 2 + .125 ** 2) / 3)
+    assert r.standard_error == pytest.approx(100 * sd / 2, abs=1e-3)
+    assert win_rate([1.0]).standard_error == 0.0
+    with pytest.raises(ValueError):
+        win_rate([None])
+
+
+def test_pairwise_win_rate_with_the_toy_judge():
+    prompts = [p.text for p in world.sample_prompts(2, "heldout", seed=0)]
+    good = [world.parse_prompt(p).reference_answer() for p in prompts]
+    bad = ["I like turtles."] * len(prompts)
+    rate, records = pairwise_win_rate(prompts, good, bad, ToyMTJudge())
+    assert rate.win_rate == 100.0 and rate.n == len(prompts)
+    assert all(r["verdict_model_first"] == "A" and r["verdict_model_second"] == "B" for r in records)
+    assert pairwise_win_rate(prompts, good, good, ToyMTJudge())[0].win_rate == 50.0
+
+
+class Recorder:
+    name = "recorder"
+
+    def __init__(self):
+        self.calls = []
+
+    def chat(self, conversations, sampling):
+        self.calls.append((sampling.temperature, [list(c) for c in conversations]))
+        return [f"answer {len(c)}" for c in conversations]
+
+
+def test_answers_two_turns_with_history_and_category_temperatures():
+    questions = toy_questions(1)
+    backend = Recorder()
+    answers = generate_answers(questions, backend, "rec", progress=False)
+    assert [a["choices"][0]["turns"] for a in answers] == [["answer 1", "answer 3"]] * len(questions)
+    for temperature, convs in backend.calls:
+        for conv in convs:
+            q = next(q for q in questions if q["turns"][0] == conv[0]["content"])
+            assert temperature == TEMPERATURE[q["category"]]
+            if len(conv) == 3:  # turn 2 sees turn 1 and the model's own answer
+                assert conv[1] == {"role": "assistant", "content": "answer 1"} and conv[2]["content"] == q["turns"][1]
+
+
+def test_aggregate_leaves_out_and_counts_failed_judgments():
+    questions = [{"question_id": 1, "category": "math"}, {"question_id": 2, "category": "stem"}]
+    judgments = [{"model": "m", "question_id": 1, "turn": 1, "score": 8.0},
+                 {"model": "m", "question_id": 1, "turn": 2, "score": 6.0},
+                 {"model": "m", "question_id": 2, "turn": 1, "score": -1.0},
+                 {"model": "m", "question_id": 2, "turn": 2, "score": 4.0}]
+    r = aggregate(judgments, questions)["m"]
+    assert (r["score"], r["turn_1"], r["turn_2"], r["failed"]) == (6.0, 8.0, 5.0, 1)
+    assert r["by_category"] == {"math": 7.0, "stem": 4.0}
+
+
+def test_judge_http_path_against_the_real_llama_cpp_server(llama_server):
+    base_url, model = llama_server
+    judge = OpenAIBackend(base_url, model, api_key_env=None, max_concurrency=4)
+    questions = toy_questions(1)[:2]
+    answers = [_answer(q, q["reference"], model="ref") for q in questions]
+    judgments = judge_answers(questions, answers, judge, "smollm2", max_new_tokens=64, progress=False)
+    assert len(judgments) == 4
+    for j in judgments:
+        assert j["judge"][0] == "smollm2" and j["turn"] in (1, 2)
+        assert j["judgment"].strip()  # the raw reply is kept, whatever it says
+        assert j["score"] == -1 or 1 <= j["score"] <= 10
+    rate, records = pairwise_win_rate([questions[0]["turns"][0]], [questions[0]["reference"][0]], ["I don't know."], judge)
+    assert len(records[0]["judgments"]) == 2 and all(j.strip() for j in records[0]["judgments"])
+    assert (rate is None) == (records[0]["outcome"] is None)  # no verdict in both orders: no rate, raw replies kept
+
+
+def test_cli_writes_fastchat_layout(tmp_path):
+    out = tmp_path / "mt"
+    proc = subprocess.run([sys.executable, "-m", "handbook.evaluate", "mt-bench", "--model", "toy-dsft", "--model-id",
+                           "dsft", "--output-dir", str(out), "--max-new-tokens", "40"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = [json.loads(x) for x in (out / "model_answer" / "dsft.jsonl").read_text().splitlines()]
+    judgments = [json.loads(x) for x in (out / "model_judgment" / "toy-rubric_single.jsonl").read_text().splitlines()]
+    assert len(answers) == 80 and len(judgments) == 160
+    assert {"question_id", "answer_id", "model_id", "choices", "tstamp"} <= set(answers[0])
+    assert {"question_id", "model", "judge", "user_prompt", "judgment", "score", "turn", "tstamp"} <= set(judgments[0])
+    results = json.loads((out / "results-dsft.json").read_text())
+    assert 6 < results["score"] <= 10 and results["failed"] == 0
