@@ -132,7 +132,7 @@ def resolve_toy_model(spec: dict) -> dict:
     return spec
 
 
-def build_pool(pool_spec: Sequence[dict]) -> list[PoolMember]:
+def build_pool(pool_spec: Sequence[dict], shard: bool | None = None) -> list[PoolMember]:
     members, backends = [], {}
     for n, spec in enumerate(pool_spec):
         for key in ("name", "backend"):
@@ -141,7 +141,7 @@ def build_pool(pool_spec: Sequence[dict]) -> list[PoolMember]:
         backend_spec = resolve_toy_model(dict(spec["backend"]))
         cache_key = json.dumps(backend_spec, sort_keys=True)
         if cache_key not in backends:  # members sharing a model load it once
-            backends[cache_key] = build_backend(backend_spec)
+            backends[cache_key] = build_backend(backend_spec, shard=shard)
         sampling = Sampling(temperature=spec.get("temperature", 1.0), top_p=spec.get("top_p", 1.0),
                             max_new_tokens=spec.get("max_new_tokens", 256), seed=spec.get("seed", n))
         members.append(PoolMember(spec["name"], backends[cache_key], sampling))
@@ -266,7 +266,8 @@ def toy_preferences(split: str = "train", prompts_per_category: int = 60, seed: 
     args = AIFArguments(**{**recipe, "output_dir": str(data_dir or "."), "rule": rule})
     prompts = [p.text for p in world.sample_prompts(prompts_per_category, split, seed, allow_fewer=True)]
     cache = Path(data_dir) if data_dir is not None else None
-    pool = generate_pool(prompts, build_pool(args.pool), cache / f"{split}.pool.jsonl" if cache else None,
+    # shard=False: this runs on one process (rank 0 first, under `accelerate launch`), with no collectives
+    pool = generate_pool(prompts, build_pool(args.pool, shard=False), cache / f"{split}.pool.jsonl" if cache else None,
                          args.batch_size, progress)
     rated = rate_pool(pool, build_backend(args.judge), cache / f"{split}.ratings.jsonl" if cache else None,
                       args.max_retries, Sampling(temperature=0.0, max_new_tokens=args.judge_max_new_tokens, seed=0),

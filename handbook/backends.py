@@ -139,6 +139,34 @@ class TransformersBackend:
 
 
 # ---------------------------------------------------------------------------------------------
+# vLLM, in process (optional)
+# ---------------------------------------------------------------------------------------------
+class VLLMBackend:
+    """vLLM's offline engine behind the same interface (``pip install -e .[vllm]``; needs a GPU).
+
+    vLLM batches and schedules the whole list itself; the chat template is the model's.
+    """
+
+    def __init__(self, model: str, tensor_parallel_size: int = 1, dtype: str = "auto", max_model_len: int | None = None,
+                 gpu_memory_utilization: float = 0.9, name: str | None = None, trust_remote_code: bool = False):
+        try:
+            import vllm
+        except ImportError:
+            raise ImportError("the vllm backend needs vLLM: pip install -e .[vllm] (on a machine with a GPU)") from None
+        self.name = name or model
+        self._vllm = vllm
+        self.llm = vllm.LLM(model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                            max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+                            trust_remote_code=trust_remote_code)
+
+    def chat(self, conversations, sampling: Sampling = Sampling()) -> list[str]:
+        params = self._vllm.SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
+                                           max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+        outputs = self.llm.chat([list(c) for c in conversations], params, use_tqdm=False)
+        return [o.outputs[0].text.strip() for o in outputs]
+
+
+# ---------------------------------------------------------------------------------------------
 # Any OpenAI-compatible endpoint
 # ---------------------------------------------------------------------------------------------
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -271,12 +299,13 @@ def _describe(exc) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-def build_backend(spec: dict) -> ChatBackend:
+def build_backend(spec: dict, shard: bool | None = None) -> ChatBackend:
     """A backend from a config mapping, e.g. a recipe's ``teacher:`` block::
 
         {type: toy, latency: 0.0}                       # the toy teacher
         {type: toy-judge, noise: 0.1}                   # the toy teacher as a rater
-        {type: transformers, model_name_or_path: ..., gguf_file: ..., batch_size: 32}
+        {type: transformers, model_name_or_path: ..., gguf_file: ..., batch_size: 32}   # sharded under accelerate launch
+        {type: vllm, model: ..., tensor_parallel_size: 1}     # optional engine: pip install -e .[vllm]
         {type: openai, base_url: http://127.0.0.1:8000/v1, model: gpt-4, api_key_env: OPENAI_API_KEY,
          max_concurrency: 8, max_retries: 5, timeout: 60}
     """
@@ -300,7 +329,13 @@ def build_backend(spec: dict) -> ChatBackend:
             from .toy import toy_base_path
 
             spec["model_name_or_path"] = str(toy_base_path())
-        return TransformersBackend.from_model_args(ModelArguments(**spec), batch_size=batch_size, name=name)
+        backend = TransformersBackend.from_model_args(ModelArguments(**spec), batch_size=batch_size, name=name)
+        from .distributed import ShardedBackend, world_size
+
+        # under `accelerate launch`, each process generates its share (unless the caller runs alone)
+        return ShardedBackend(backend) if (world_size() > 1 if shard is None else shard) else backend
+    if kind == "vllm":
+        return VLLMBackend(**spec)
     if kind == "openai":
         return OpenAIBackend(**spec)
-    raise ValueError(f"backend type must be one of toy, toy-judge, transformers, openai; got {kind!r}")
+    raise ValueError(f"backend type must be one of toy, toy-judge, transformers, vllm, openai; got {kind!r}")

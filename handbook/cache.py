@@ -23,9 +23,11 @@ class CallCache:
         self.meta = json.loads(json.dumps(meta))  # as it will read back
         self.key_fields = tuple(key_fields)
         self.records: dict[tuple, dict] = {}
+        from .distributed import is_main_process
+
         if self.path.exists() and self.path.stat().st_size > 0:
             self._load()
-        else:
+        elif is_main_process():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("w", encoding="utf-8") as f:
                 f.write(json.dumps({"meta": self.meta}, sort_keys=True) + "\n")
@@ -61,8 +63,15 @@ class CallCache:
         return self.records.get(key)
 
     def append(self, records: Sequence[dict]) -> None:
-        """Write ``records`` durably, then remember them."""
+        """Write ``records`` durably, then remember them. Under ``accelerate launch`` only the main
+        process writes (every process holds the same gathered results)."""
         if not records:
+            return
+        from .distributed import is_main_process
+
+        if not is_main_process():
+            for record in records:
+                self.records[self.key(record)] = record
             return
         with self.path.open("a", encoding="utf-8") as f:
             for record in records:

@@ -111,9 +111,12 @@ def load_sft_datasets(data_args: SFTDataArguments, output_dir: str | None = None
     """``(train, eval or None, filter reports)``; every row validated, only ``messages`` kept."""
     reports: list[FilterReport] = []
     if data_args.dataset_name == "toy":
+        from .distributed import main_process_first
+
         data_dir = data_args.toy_data_dir or (str(Path(output_dir) / "data") if output_dir else None)
-        dd, reports = toy_dsft_dataset(data_args.toy_prompts_per_category, data_args.toy_replies_per_prompt,
-                                       data_args.toy_eval_prompts_per_category, data_args.toy_data_seed, data_dir)
+        with main_process_first():  # rank 0 writes the cache, the others read it
+            dd, reports = toy_dsft_dataset(data_args.toy_prompts_per_category, data_args.toy_replies_per_prompt,
+                                           data_args.toy_eval_prompts_per_category, data_args.toy_data_seed, data_dir)
         train, test = dd["train"], dd["test"]
     else:
         train = _load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_train_split)

@@ -36,6 +36,12 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
     paths = {"dsft": str(target / "final"), "dsft_early": str(target / "early")}
     if (target / "BUILD_OK").exists():
         return paths
+    from ..distributed import world_size
+
+    if world_size() > 1:
+        raise RuntimeError(
+            "the toy students are not built yet, and they cannot be trained inside a multi-process launch: build them "
+            "first with `python -c 'from handbook.toy.students import toy_students; toy_students()'`")
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
     try:
