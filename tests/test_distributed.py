@@ -121,3 +121,21 @@ def test_slurm_launcher_is_valid_bash_and_runs_the_handbook_clis():
     script = (ROOT / "recipes/launch.slurm").read_text()
     assert subprocess.run(["bash", "-n", str(ROOT / "recipes/launch.slurm")]).returncode == 0
     assert "accelerate launch" in script and "-m handbook.$TASK" in script and "--machine_rank" in script
+
+
+def test_memory_estimates():
+    from handbook.memory import MISTRAL_7B, lora_params, training_hours, training_memory
+
+    full = training_memory(MISTRAL_7B, "full", n_gpus=1, zero3=False, micro_batch=1)
+    assert full["weights"] + full["gradients"] + full["optimizer (fp32 master + Adam)"] == pytest.approx(
+        16 * 7.24, abs=0.05)  # 16 bytes per parameter
+    sharded = training_memory(MISTRAL_7B, "full", n_gpus=8, micro_batch=1)
+    assert sharded["weights"] == pytest.approx(full["weights"] / 8, abs=0.01)
+    assert lora_params(MISTRAL_7B, 16) == pytest.approx(41.9e6, rel=0.01)  # the known count for Mistral-7B, r=16
+    qlora = training_memory(MISTRAL_7B, "qlora", lora_r=16, micro_batch=1)
+    assert 3.5 < qlora["weights"] < 4.5
+    live = training_memory(MISTRAL_7B, "full", stage="dpo", reference="live")
+    assert live["reference model"] > 0 and "reference model" not in training_memory(MISTRAL_7B, "full", stage="dpo")
+    assert training_hours(1e9, n_params=1e9, n_gpus=1, peak_tflops=100, mfu=0.5) == pytest.approx(6e18 / 5e13 / 3600)
+    with pytest.raises(ValueError):
+        training_memory(method="lora")

@@ -80,6 +80,16 @@ def expect_05(m):
     assert m["failed_judgments"] == 0
 
 
+def expect_06(m):
+    assert m["tier"] == "toy"
+    mem = m["memory_gb"]
+    assert mem["SFT full, ZeRO-3, 16 GPUs"] < 80 and mem["SFT QLoRA r=16, 1 GPU"] < 24
+    assert mem["SFT full, ZeRO-3, 8 GPUs"] > mem["SFT full, ZeRO-3, 16 GPUs"]
+    assert mem["DPO full, ZeRO-3, 8 GPUs, live ref"] > mem["DPO full, ZeRO-3, 8 GPUs, precomputed ref"]
+    assert 1 <= m["sft_hours_16xA100_40pct_mfu"] <= 4
+    assert m["toy_sft_tokens_per_second"] > 0
+
+
 EXPECTATIONS = {
     "00_handbook_and_toy_world": expect_00,
     "01_dsft_data": expect_01,
@@ -87,6 +97,7 @@ EXPECTATIONS = {
     "03_aif_preferences": expect_03,
     "04_ddpo": expect_04,
     "05_evaluation": expect_05,
+    "06_scale_up": expect_06,
 }
 
 
