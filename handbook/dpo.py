@@ -13,13 +13,13 @@ Notebook 04 calls :func:`train` directly.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .binarize import validate_triples
 from .models import ModelArguments
+from .training import load_split, save_training_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,8 @@ def load_dpo_datasets(data_args: DPODataArguments, output_dir: str | None = None
     if data_args.dataset_name == "toy":
         train_rows, eval_rows = toy_triples_on_disk(data_args, output_dir)
     else:
-        from .sft import _load_split
-
-        train_rows = _load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_train_split)
-        eval_rows = (_load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_test_split)
+        train_rows = load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_train_split)
+        eval_rows = (load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_test_split)
                      if data_args.dataset_test_split else None)
     train = to_trl_pairs(train_rows)
     evaluation = to_trl_pairs(eval_rows) if eval_rows is not None else None
@@ -145,12 +143,7 @@ def train(model_args: ModelArguments, data_args: DPODataArguments, training_args
         callbacks=callbacks,
     )
     result = trainer.train()
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(training_args.output_dir)
-        out = Path(training_args.output_dir)
-        (out / "train_results.json").write_text(json.dumps(result.metrics, indent=2))
-        (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    save_training_outputs(trainer, tokenizer, result, training_args.output_dir)
     return trainer
 
 

@@ -12,13 +12,13 @@ handbook's Zephyr template does); packing, LoRA (``use_peft``) and QLoRA (``load
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .filters import FilterReport, ultrachat_filters, validate_dialogues
 from .models import ModelArguments
+from .training import load_split, save_training_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -91,22 +91,6 @@ def _pid(text: str) -> str:
     return prompt_id(text)
 
 
-def _load_split(name: str, config: str | None, split: str):
-    import datasets
-
-    path = Path(name)
-    if path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise ValueError(f"{name} has no split {split!r}; it has {list(loaded)}")
-            return loaded[split]
-        return loaded
-    if path.suffix in (".jsonl", ".json") and path.exists():
-        return datasets.load_dataset("json", data_files=str(path), split="train")
-    return datasets.load_dataset(name, config, split=split)
-
-
 def load_sft_datasets(data_args: SFTDataArguments, output_dir: str | None = None):
     """``(train, eval or None, filter reports)``; every row validated, only ``messages`` kept."""
     reports: list[FilterReport] = []
@@ -119,8 +103,8 @@ def load_sft_datasets(data_args: SFTDataArguments, output_dir: str | None = None
                                            data_args.toy_eval_prompts_per_category, data_args.toy_data_seed, data_dir)
         train, test = dd["train"], dd["test"]
     else:
-        train = _load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_train_split)
-        test = (_load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_test_split)
+        train = load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_train_split)
+        test = (load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_test_split)
                 if data_args.dataset_test_split else None)
         if data_args.apply_ultrachat_filters:
             from datasets import Dataset
@@ -181,12 +165,7 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
         peft_config=get_peft_config(model_args),
     )
     result = trainer.train(resume_from_checkpoint=_last_checkpoint(training_args))
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(training_args.output_dir)
-        out = Path(training_args.output_dir)
-        (out / "train_results.json").write_text(json.dumps(result.metrics, indent=2))
-        (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    save_training_outputs(trainer, tokenizer, result, training_args.output_dir)
     return trainer
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from handbook.backends import OpenAIBackend, Sampling
+from handbook.backends import OpenAIBackend
 from handbook.mt_bench import (HANDBOOK_JUDGE_PROMPTS, TEMPERATURE, ToyMTJudge, aggregate, extract_rating,
                                extract_verdict, generate_answers, judge_answers, load_judge_prompts, load_questions,
-                               load_reference_answers, pairwise_outcome, pairwise_win_rate, render_pair, render_single,
+                               load_reference_answers, pairwise_outcome, pairwise_win_rate, render_single,
                                toy_questions, win_rate)
 from handbook.toy import world
 

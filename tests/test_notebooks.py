@@ -9,7 +9,6 @@ import ast
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..chat_templates import ZEPHYR_CHAT_TEMPLATE
 from . import world
@@ -139,16 +140,29 @@ def toy_base_path(config: ToyModelConfig = ToyModelConfig(), cache_dir: str | os
     corpus = toy_corpus()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / f"toy-base-{fingerprint(config, corpus)}"
+
+    def build(tmp: Path) -> None:
+        tokenizer = train_tokenizer(config, corpus)
+        init_model(tokenizer, config).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "toy_config.json").write_text(json.dumps(asdict(config), indent=2))
+
+    return build_once(target, build)
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Run ``build(tmp_dir)`` unless ``target`` is already built, then move the result into place.
+
+    The build happens in a temporary directory beside ``target`` and is renamed atomically, with a
+    ``BUILD_OK`` marker, so a killed build leaves nothing half-written and two racing processes
+    end with one complete copy.
+    """
     if (target / "BUILD_OK").exists():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
-        tokenizer = train_tokenizer(config, corpus)
-        model = init_model(tokenizer, config)
-        tokenizer.save_pretrained(tmp)
-        model.save_pretrained(tmp)
-        (tmp / "toy_config.json").write_text(json.dumps(asdict(config), indent=2))
+        build(tmp)
         (tmp / "BUILD_OK").write_text("ok\n")
         try:
             os.replace(tmp, target)  # atomic; fails if another process finished first

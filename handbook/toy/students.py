@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from .build import default_cache_dir, toy_base_path
+from .build import build_once, default_cache_dir, toy_base_path
 
 RECIPE = Path(__file__).resolve().parent.parent.parent / "recipes" / "toy" / "sft" / "config.yaml"
 EARLY_STEP = 100
@@ -42,9 +41,8 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
         raise RuntimeError(
             "the toy students are not built yet, and they cannot be trained inside a multi-process launch: build them "
             "first with `python -c 'from handbook.toy.students import toy_students; toy_students()'`")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
-    try:
+
+    def build(tmp: Path) -> None:
         model_args, data_args, training_args = read_recipe(
             recipe, [ModelArguments, SFTDataArguments, SFTConfig], output_dir=str(tmp / "final"),
             eval_strategy="no", save_strategy="steps", save_steps=EARLY_STEP, save_only_model=True)
@@ -54,13 +52,6 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
         os.replace(tmp / "final" / f"checkpoint-{EARLY_STEP}", tmp / "early")
         for ckpt in (tmp / "final").glob("checkpoint-*"):
             shutil.rmtree(ckpt)
-        (tmp / "BUILD_OK").write_text("ok\n")
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "BUILD_OK").exists():
-                shutil.rmtree(target, ignore_errors=True)
-                os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    build_once(target, build)
     return paths
