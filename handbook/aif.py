@@ -16,7 +16,7 @@ import argparse
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -122,23 +122,13 @@ class AIFArguments:
     batch_size: int = 64
 
 
-def resolve_toy_model(spec: dict) -> dict:
-    """Backend specs may name the toy models: ``toy`` (base), ``toy-dsft``, ``toy-dsft-early``."""
-    name = spec.get("model_name_or_path")
-    if spec.get("type") == "transformers" and name in ("toy-dsft", "toy-dsft-early"):
-        from .toy.students import toy_students
-
-        return {**spec, "model_name_or_path": toy_students()["dsft" if name == "toy-dsft" else "dsft_early"]}
-    return spec
-
-
 def build_pool(pool_spec: Sequence[dict], shard: bool | None = None) -> list[PoolMember]:
     members, backends = [], {}
     for n, spec in enumerate(pool_spec):
         for key in ("name", "backend"):
             if key not in spec:
                 raise ValueError(f"pool[{n}]: field '{key}' is missing")
-        backend_spec = resolve_toy_model(dict(spec["backend"]))
+        backend_spec = dict(spec["backend"])  # toy model names are resolved by build_backend
         cache_key = json.dumps(backend_spec, sort_keys=True)
         if cache_key not in backends:  # members sharing a model load it once
             backends[cache_key] = build_backend(backend_spec, shard=shard)
@@ -210,8 +200,7 @@ def _parse_generate(argv: Sequence[str]) -> AIFArguments:
         overrides[args[i][2:]] = yaml.safe_load(args[i + 1])
     check_keys(overrides, [AIFArguments], "command line")
     config.update(overrides)
-    missing = [f.name for f in fields(AIFArguments) if f.name == "output_dir" and f.name not in config]
-    if missing:
+    if "output_dir" not in config:
         raise SystemExit("output_dir is required")
     return AIFArguments(**config)
 

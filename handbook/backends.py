@@ -20,6 +20,7 @@ Three implementations:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -55,6 +56,14 @@ class ChatBackend(Protocol):
 
 class BackendError(RuntimeError):
     """A backend could not produce a reply (after its retries), with the reason."""
+
+
+def chat_with_errors(backend: ChatBackend, conversations, sampling: Sampling) -> list:
+    """Replies in order, with the :class:`BackendError` of a request that failed after its retries in its
+    place — for backends that report per-request failures (``return_exceptions``); others answer or raise."""
+    if "return_exceptions" in inspect.signature(backend.chat).parameters:
+        return backend.chat(conversations, sampling, return_exceptions=True)
+    return backend.chat(conversations, sampling)
 
 
 def conversation_seed(conversation: Sequence[Message], seed: int | None) -> int:
@@ -325,10 +334,9 @@ def build_backend(spec: dict, shard: bool | None = None) -> ChatBackend:
 
         batch_size = spec.pop("batch_size", 32)
         name = spec.pop("name", None)
-        if spec.get("model_name_or_path") == "toy":
-            from .toy import toy_base_path
+        from .toy.students import resolve_toy_name
 
-            spec["model_name_or_path"] = str(toy_base_path())
+        spec["model_name_or_path"] = resolve_toy_name(spec.get("model_name_or_path"))
         backend = TransformersBackend.from_model_args(ModelArguments(**spec), batch_size=batch_size, name=name)
         from .distributed import ShardedBackend, world_size
 

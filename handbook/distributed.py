@@ -43,16 +43,21 @@ class ShardedBackend:
         self.backend = backend
         self.name = backend.name
 
-    def chat(self, conversations, sampling, **kwargs):
+    def chat(self, conversations, sampling, return_exceptions: bool = False):
+        from .backends import chat_with_errors
+
+        def local(convs):
+            return chat_with_errors(self.backend, convs, sampling) if return_exceptions else self.backend.chat(convs, sampling)
+
         if world_size() == 1:
-            return self.backend.chat(conversations, sampling, **kwargs)
+            return local(conversations)
         from accelerate import PartialState
         from accelerate.utils import gather_object
 
         state = PartialState()
         indexed = list(enumerate(conversations))
         with state.split_between_processes(indexed) as shard:
-            replies = self.backend.chat([c for _, c in shard], sampling, **kwargs) if shard else []
+            replies = local([c for _, c in shard]) if shard else []
             mine = [(i, r) for (i, _), r in zip(shard, replies)]
         gathered = gather_object(mine)
         by_index = dict(gathered)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .binarize import validate_triples
 from .models import ModelArguments
-from .training import load_split, save_training_outputs
+from .training import load_split, resolve_model_path, save_training_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -98,21 +98,6 @@ def toy_triples_on_disk(data_args: DPODataArguments, output_dir: str | None):
                 logger.info("toy preferences (%s): %s", split, report)
                 Dataset.from_list(rows).save_to_disk(str(target))
     return tuple(load_from_disk(str(data_dir / f"{s}_triples-{n}-{data_args.toy_data_seed}")) for s, n in splits.items())
-
-
-def resolve_model_path(model_args: ModelArguments) -> ModelArguments:
-    """``toy`` → the toy base; ``toy-dsft`` → the cached toy dSFT student."""
-    if model_args.model_name_or_path == "toy":
-        from .toy import toy_base_path
-
-        model_args.model_name_or_path = str(toy_base_path())
-    elif model_args.model_name_or_path == "toy-dsft":
-        from .distributed import main_process_first
-        from .toy.students import toy_students
-
-        with main_process_first():  # trained once, by rank 0, if not cached yet
-            model_args.model_name_or_path = toy_students()["dsft"]
-    return model_args
 
 
 def train(model_args: ModelArguments, data_args: DPODataArguments, training_args, datasets=None, callbacks=None):

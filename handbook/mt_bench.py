@@ -31,7 +31,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from .backends import ChatBackend, Sampling
+from .backends import ChatBackend, Sampling, chat_with_errors
 from .cache import CallCache
 
 CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
@@ -251,10 +251,7 @@ def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: Cha
     bar = tqdm(total=len(items), desc="MT-Bench judgments", disable=not progress, initial=len(items) - len(todo))
     for start in range(0, len(todo), 64):
         chunk = todo[start:start + 64]
-        try:
-            replies = judge.chat([m for *_, m in chunk], Sampling(0.0, 1.0, max_new_tokens, 0), return_exceptions=True)
-        except TypeError:
-            replies = judge.chat([m for *_, m in chunk], Sampling(0.0, 1.0, max_new_tokens, 0))
+        replies = chat_with_errors(judge, [m for *_, m in chunk], Sampling(0.0, 1.0, max_new_tokens, 0))
         records = []
         for (model, qid, turn, name, messages), reply in zip(chunk, replies):
             judgment = f"ERROR: {reply}" if isinstance(reply, Exception) else reply

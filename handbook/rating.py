@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .backends import ChatBackend, Sampling, conversation_seed
+from .backends import ChatBackend, Sampling, chat_with_errors, conversation_seed
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 ASPECT_NAMES = {
@@ -204,10 +204,7 @@ def rate(items: Sequence[tuple[str, str]], judge: ChatBackend, max_retries: int 
         s = Sampling(temperature, sampling.top_p, sampling.max_new_tokens,
                      None if sampling.seed is None else sampling.seed + attempt)
         requests = [render_rating_request(*items[i]) for i in pending]
-        try:
-            replies = judge.chat(requests, s, return_exceptions=True)
-        except TypeError:  # a backend without per-request errors
-            replies = judge.chat(requests, s)
+        replies = chat_with_errors(judge, requests, s)
         still = []
         for i, reply in zip(pending, replies):
             if isinstance(reply, Exception):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .filters import FilterReport, ultrachat_filters, validate_dialogues
 from .models import ModelArguments
-from .training import load_split, save_training_outputs
+from .training import load_split, resolve_model_path, save_training_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +139,7 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
 
     from .models import get_model, get_peft_config, get_tokenizer
 
-    if model_args.model_name_or_path == "toy":
-        from .toy import toy_base_path
-
-        model_args.model_name_or_path = str(toy_base_path())
+    resolve_model_path(model_args)
     tokenizer = get_tokenizer(model_args, training_args.trust_remote_code)
     if training_args.assistant_only_loss and "{% generation %}" not in (tokenizer.chat_template or ""):
         raise ValueError(

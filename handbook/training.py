@@ -6,6 +6,14 @@ import json
 from pathlib import Path
 
 
+def resolve_model_path(model_args):
+    """Replace a toy model name (``toy``, ``toy-dsft``, ``toy-dsft-early``) by its directory; returns ``model_args``."""
+    from .toy.students import resolve_toy_name
+
+    model_args.model_name_or_path = resolve_toy_name(model_args.model_name_or_path)
+    return model_args
+
+
 def load_split(name: str, config: str | None, split: str):
     """One split of a dataset: a directory written by ``save_to_disk``, a .jsonl/.json file, or a hub id."""
     import datasets

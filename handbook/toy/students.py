@@ -20,6 +20,22 @@ RECIPE = Path(__file__).resolve().parent.parent.parent / "recipes" / "toy" / "sf
 EARLY_STEP = 100
 
 
+TOY_MODEL_NAMES = ("toy", "toy-dsft", "toy-dsft-early")
+
+
+def resolve_toy_name(name: str | None) -> str | None:
+    """``toy`` → the toy base; ``toy-dsft`` / ``toy-dsft-early`` → the cached students (trained by rank 0
+    on first use); any other name or path unchanged."""
+    if name == "toy":
+        return str(toy_base_path())
+    if name in ("toy-dsft", "toy-dsft-early"):
+        from ..distributed import main_process_first
+
+        with main_process_first():
+            return toy_students()["dsft" if name == "toy-dsft" else "dsft_early"]
+    return name
+
+
 def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.PathLike = RECIPE) -> dict[str, str]:
     """``{"dsft": <dir>, "dsft_early": <dir>}``: the toy dSFT student and its step-100 checkpoint."""
     from trl import SFTConfig
