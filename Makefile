@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Nothing may reach for a hub: the toy tier builds everything it needs locally.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install tutorial test lab clean
+.PHONY: install tutorial test bench lab clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ tutorial: install
 
 test: install
 	$(OFFLINE) $(PY) -m pytest
+
+# CPU benchmarks side by side (bench/README.md); ~15 min on 2 cores; results in bench/results/latest.json.
+bench: install
+	$(OFFLINE) $(PY) bench/run_all.py
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

@@ -6,7 +6,9 @@
 The policy starts from the dSFT model and the reference is the same dSFT model, frozen. With
 ``precompute_ref_log_probs: true`` (the handbook's default) the reference only scores every pair
 once, forward only, before training; its log-probabilities are stored with the dataset and reused
-in every epoch, and no reference model is kept in memory during training. With ``use_peft`` the
+in every epoch, and no reference model is kept in memory during training. With
+``train_sampling_strategy: group_by_length`` pairs of similar lengths share a batch, so far fewer
+padding tokens are processed (``handbook.batching``; bench/bench_dpo.py measures both). With ``use_peft`` the
 reference is the policy with its adapter disabled; ``load_in_4bit`` + ``use_peft`` is QLoRA.
 Notebook 04 calls :func:`train` directly.
 """
@@ -106,8 +108,7 @@ def train(model_args: ModelArguments, data_args: DPODataArguments, training_args
     ``datasets`` may pass ``(train, eval)`` directly in TRL's format (``eval`` may be a dict of named
     sets, as notebook 04 does to follow train and held-out pairs). Returns the trainer.
     """
-    from trl import DPOTrainer
-
+    from .batching import HandbookDPOTrainer
     from .models import get_model, get_peft_config, get_tokenizer
 
     resolve_model_path(model_args)
@@ -117,7 +118,7 @@ def train(model_args: ModelArguments, data_args: DPODataArguments, training_args
     else:
         train_ds, eval_ds = datasets
     model = get_model(model_args, trust_remote_code=training_args.trust_remote_code)
-    trainer = DPOTrainer(
+    trainer = HandbookDPOTrainer(  # TRL's DPOTrainer + length grouping for pairs (handbook.batching)
         model=model,
         ref_model=None,  # TRL: precomputed log-probs, the adapter disabled (PEFT), or a frozen copy of `model`
         args=training_args,

@@ -153,3 +153,21 @@ def test_datasets_from_disk_and_jsonl_are_validated(tmp_path):
     jsonl.write_text(json.dumps({"text": "no messages"}) + "\n")
     with pytest.raises(ValueError, match="row 0: field 'messages' is missing"):
         load_sft_datasets(SFTDataArguments(dataset_name=str(jsonl), dataset_test_split=None))
+
+
+def test_notebook_02_reuses_the_cached_student_only_for_the_same_run(tmp_path):
+    """Notebook 02's toy run is the cached toy student's build: reused when every field that decides
+    the weights matches the recipe, trained anew when one differs."""
+    import json as _json
+
+    from handbook.toy.students import RECIPE, cached_student_for, toy_students
+
+    types = [ModelArguments, SFTDataArguments, SFTConfig]
+    same = read_recipe(RECIPE, types, output_dir=str(tmp_path / "a"), toy_data_dir=str(tmp_path / "d"))
+    assert cached_student_for(*same) == toy_students()["dsft"]
+    log = _json.loads((Path(toy_students()["dsft"]) / "log_history.json").read_text())
+    assert any("eval_loss" in e for e in log) and any("loss" in e for e in log)  # the notebook plots both
+    for override in (dict(max_steps=10), dict(seed=1), dict(learning_rate=1e-3), dict(toy_data_seed=3),
+                     dict(model_name_or_path="toy-dsft")):
+        other = read_recipe(RECIPE, types, output_dir=str(tmp_path / "b"), **override)
+        assert cached_student_for(*other) is None, override

@@ -4,7 +4,9 @@ Notebook 02 teaches dSFT by training a student in front of the reader. The later
 student too (the AIF pool samples from it; dDPO starts from it), and a weaker one (the same run
 after 100 of its 400 steps) for the pool. ``toy_students()`` trains them with the toy recipe on
 first use, keeps them in the cache next to the toy base, and reuses them afterwards; any change to
-the recipe or to the toy base gives a new fingerprint and a new build.
+the recipe or to the toy base gives a new fingerprint and a new build. Notebook 02's toy run is that
+same run, so :func:`cached_student_for` lets it reuse the cached student (and its logs) instead of
+training the same 400 steps a second time on a machine that already has them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from .build import build_once, default_cache_dir, toy_base_path
 
 RECIPE = Path(__file__).resolve().parent.parent.parent / "recipes" / "toy" / "sft" / "config.yaml"
 EARLY_STEP = 100
+BUILD_VERSION = b"2"  # 2: the build evaluates as the recipe says, so its logs are the notebook's
+# What decides the student's weights: a run that matches these is the cached run.
+_TRAINING_FIELDS = ("max_steps", "num_train_epochs", "seed", "data_seed", "learning_rate", "lr_scheduler_type",
+                    "warmup_steps", "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps",
+                    "max_length", "packing", "assistant_only_loss", "train_sampling_strategy", "optim")
+_DATA_FIELDS = ("dataset_name", "toy_prompts_per_category", "toy_replies_per_prompt", "toy_eval_prompts_per_category",
+                "toy_data_seed")
 
 
 TOY_MODEL_NAMES = ("toy", "toy-dsft", "toy-dsft-early")
@@ -46,7 +55,7 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
 
     base = toy_base_path(cache_dir=cache_dir)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    fp = hashlib.sha256(Path(recipe).read_bytes() + base.name.encode()).hexdigest()[:12]
+    fp = hashlib.sha256(Path(recipe).read_bytes() + base.name.encode() + BUILD_VERSION).hexdigest()[:12]
     target = root / f"toy-dsft-{fp}"
     paths = {"dsft": str(target / "final"), "dsft_early": str(target / "early")}
     if (target / "BUILD_OK").exists():
@@ -61,7 +70,7 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
     def build(tmp: Path) -> None:
         model_args, data_args, training_args = read_recipe(
             recipe, [ModelArguments, SFTDataArguments, SFTConfig], output_dir=str(tmp / "final"),
-            eval_strategy="no", save_strategy="steps", save_steps=EARLY_STEP, save_only_model=True)
+            save_strategy="steps", save_steps=EARLY_STEP, save_only_model=True)
         model_args.model_name_or_path = str(base)
         data_args.toy_data_dir = str(tmp / "data")
         train(model_args, data_args, training_args)
@@ -71,3 +80,25 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
 
     build_once(target, build)
     return paths
+
+
+def cached_student_for(model_args, data_args, training_args, recipe: str | os.PathLike = RECIPE) -> str | None:
+    """The cached toy dSFT student's directory if ``(model_args, data_args, training_args)`` would train
+    exactly it (same base, data and every training field that decides the weights), else ``None``.
+
+    Notebook 02 uses it so that the reader's run and the students' build are one run, not two.
+    """
+    from trl import SFTConfig
+
+    from ..configs import read_recipe
+    from ..models import ModelArguments
+    from ..sft import SFTDataArguments
+
+    ref_model, ref_data, ref_training = read_recipe(recipe, [ModelArguments, SFTDataArguments, SFTConfig])
+    if resolve_toy_name(model_args.model_name_or_path) != resolve_toy_name(ref_model.model_name_or_path):
+        return None
+    if any(getattr(data_args, f) != getattr(ref_data, f) for f in _DATA_FIELDS):
+        return None
+    if any(getattr(training_args, f) != getattr(ref_training, f) for f in _TRAINING_FIELDS):
+        return None
+    return toy_students()["dsft"]

@@ -1,0 +1,256 @@
+"""A whole dDPO run, the handbook's setup vs TRL's ``DPOTrainer`` defaults, side by side in one process.
+
+    python bench/bench_dpo.py                        # toy and medium (~20 M) models, ~5 min on 2 CPU cores
+    python bench/bench_dpo.py --sizes toy --pairs 128 --epochs 1   # quick look
+
+Same data, same random-init weights, same seed, same optimiser and schedule, 3 epochs:
+
+* ``trl-default``: ``DPOTrainer`` as it comes — a live reference model scoring every batch of every
+  epoch, random batches padded to their longest sequence.
+* ``precompute``: + the reference scores every pair once, forward only, before training
+  (``precompute_ref_log_probs``; the handbook sorts that pass by length).
+* ``handbook``: + ``train_sampling_strategy: group_by_length`` for pairs (``handbook.batching``):
+  what ``python -m handbook.dpo`` with the handbook's recipes runs.
+
+The pairs are synthetic (``handbook.synthetic``): prompt and answer lengths lognormal with a
+coefficient of variation of 0.6, like UltraFeedback's spread, scaled down for a CPU. Measured per
+run: wall time (set-up, reference pass and training; the tokenisation is common to all), real
+tokens per second (the pairs' real tokens × epochs / wall time), the real-token share of every
+token any forward processed (policy and reference), peak resident memory above the start, and the
+loss curve. The curves are compared by epoch means (in standard errors of the default's, seed by
+seed) and by the held-out loss and reward accuracy, computed afterwards the same way for all runs.
+Grouping changes which pairs share a batch, so its curve differs from the default's as another
+seed's would: the toy size runs three seeds (batch orders) to show that spread; an untimed
+warm-up run comes first so that no timed run pays for first calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = {
+    "trl-default": dict(handbook=False, precompute=False, group=False),
+    "precompute": dict(handbook=True, precompute=True, group=False),
+    "handbook": dict(handbook=True, precompute=True, group=True),
+}
+
+# Per size: data scaled so that a size takes a few minutes on 2 CPU cores. The toy size runs three
+# seeds (batch orders), so that the loss and held-out figures come with their run-to-run spread;
+# the medium size runs the two ends, one seed.
+DATA = {
+    "toy": dict(pairs=256, prompt_mean=40, completion_mean=80, max_length=512, batch_size=8, learning_rate=5e-4,
+                variants=tuple(VARIANTS), seeds=(0, 1, 2)),
+    "medium": dict(pairs=128, prompt_mean=24, completion_mean=48, max_length=256, batch_size=8, learning_rate=1e-4,
+                   variants=("trl-default", "handbook"), seeds=(0,)),
+}
+
+
+def _dpo_config(output_dir, variant, data, epochs, beta, seed):
+    from trl import DPOConfig
+
+    v = VARIANTS[variant]
+    return DPOConfig(
+        output_dir=output_dir, beta=beta, learning_rate=data["learning_rate"], lr_scheduler_type="linear",
+        warmup_steps=0.1, num_train_epochs=epochs, per_device_train_batch_size=data["batch_size"],
+        max_length=data["max_length"], precompute_ref_log_probs=v["precompute"],
+        precompute_ref_batch_size=2 * data["batch_size"] if v["precompute"] else None,
+        train_sampling_strategy="group_by_length" if v["group"] else "random",
+        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True, bf16=False, seed=seed)
+
+
+def run_variant(variant, model_dir, tokenizer, train, heldout, data, epochs=3, beta=0.1, seed=0) -> dict:
+    """One whole run; returns its measurements, loss curve and held-out metrics."""
+    import torch
+    from transformers import AutoModelForCausalLM, PrinterCallback
+    from trl import DPOTrainer
+
+    from handbook.batching import HandbookDPOTrainer
+    from handbook.measure import PeakMemory, TokenCounter
+
+    cls = HandbookDPOTrainer if VARIANTS[variant]["handbook"] else DPOTrainer
+    with tempfile.TemporaryDirectory() as tmp:
+        config = _dpo_config(tmp, variant, data, epochs, beta, seed)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        policy = TokenCounter(model)
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            trainer = cls(model=model, args=config, train_dataset=train, processing_class=tokenizer)
+            trainer.remove_callback(PrinterCallback)  # the tables below say it all
+            reference = TokenCounter(trainer.ref_model) if trainer.ref_model is not None else None
+            ready = time.perf_counter()
+            trainer.train()
+            end = time.perf_counter()
+        policy.remove()
+        counts = [policy] + ([reference] if reference else [])
+        if reference:
+            reference.remove()
+        cap = data["max_length"]
+        trained_real = sum(min(len(p) + len(c), cap) + min(len(p) + len(r), cap) for p, c, r in zip(
+            trainer.train_dataset["prompt_ids"], trainer.train_dataset["chosen_ids"], trainer.train_dataset["rejected_ids"]))
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        held_out = evaluate_pairs(trainer, model_dir, heldout, beta)
+        del trainer, model
+        gc.collect()
+    real = sum(c.real for c in counts)
+    processed = sum(c.processed for c in counts)
+    steps_per_epoch = math.ceil(len(train) / data["batch_size"])
+    epoch_losses = [losses[i * steps_per_epoch:(i + 1) * steps_per_epoch] for i in range(epochs)]
+    return {
+        "variant": variant, "seed": seed, "wall_s": end - start, "setup_and_reference_s": ready - start, "train_s": end - ready,
+        "real_tokens_per_s": trained_real * epochs / (end - start), "real_token_share": real / processed,
+        "processed_tokens": processed, "peak_memory_mb": memory.peak_bytes / 2 ** 20,
+        "losses": losses, "epoch_mean_loss": [sum(e) / len(e) for e in epoch_losses],
+        "epoch_loss_se": [_se(e) for e in epoch_losses], **held_out}
+
+
+def _se(values):
+    if len(values) < 2:
+        return float("nan")
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
+def evaluate_pairs(trainer, reference_dir, heldout, beta) -> dict:
+    """Held-out DPO loss and reward accuracy of the trained policy against the initial model (Eq. 1 by hand)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from handbook.dpo_math import dpo_batch
+
+    tokenized = trainer._prepare_dataset(heldout, trainer.processing_class, trainer.args, "heldout")
+    reference = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32).eval()
+    policy = trainer.model.eval()
+    losses, accuracies = [], []
+    with torch.no_grad():
+        for start in range(0, len(tokenized), 16):
+            batch = trainer.data_collator([tokenized[i] for i in range(start, min(start + 16, len(tokenized)))])
+            m = dpo_batch(policy, reference, batch, beta).metrics()
+            n = len(batch["input_ids"]) // 2
+            losses.append(m["loss"] * n)
+            accuracies.append(m["rewards/accuracies"] * n)
+    return {"heldout_loss": sum(losses) / len(tokenized), "heldout_reward_accuracy": sum(accuracies) / len(tokenized)}
+
+
+def run(sizes=("toy", "medium"), variants=None, epochs=3, pairs=None, beta=0.1, seeds=None,
+        heldout_pairs=256, verbose=True) -> dict:
+    """Every variant on every size (for each seed); returns ``{"sizes": {size: {...}}, headline figures}``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from handbook.synthetic import random_mistral, synthetic_pairs
+    from handbook.toy.build import toy_base_path
+
+    tokenizer = AutoTokenizer.from_pretrained(toy_base_path())
+    results = {"sizes": {}}
+    for size in sizes:
+        data = dict(DATA[size])
+        if pairs:
+            data["pairs"] = pairs
+        train = synthetic_pairs(tokenizer, data["pairs"], data["prompt_mean"], data["completion_mean"], 0.6,
+                                data["max_length"], seed=0)
+        heldout = synthetic_pairs(tokenizer, heldout_pairs, data["prompt_mean"], data["completion_mean"], 0.6,
+                                  data["max_length"], seed=100)
+        with tempfile.TemporaryDirectory() as model_dir:
+            random_mistral(model_dir, tokenizer, size, seed=0)
+            n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+            # an untimed warm-up, so that no timed run pays for first calls (allocations, thread pools)
+            run_variant("trl-default", model_dir, tokenizer, train.select(range(2 * data["batch_size"])),
+                        heldout.select(range(4)), data, 1, beta, 0)
+            rows = [run_variant(v, model_dir, tokenizer, train, heldout, data, epochs, beta, seed)
+                    for seed in (seeds or data["seeds"]) for v in (variants or data["variants"])]
+        results["sizes"][size] = _summarise(size, n_params, data, epochs, rows)
+        if verbose:
+            print(_report(results["sizes"][size]), flush=True)
+    headline = results["sizes"].get("medium") or next(iter(results["sizes"].values()))
+    results["dpo_run_speedup_vs_trl_default"] = headline.get("speedup_vs_trl_default")
+    results["dpo_real_token_share"] = headline["variants"][-1]["real_token_share"]
+    results["dpo_headline_size"] = headline["size"]
+    return results
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+def _sd(values):
+    if len(values) < 2:
+        return None
+    m = _mean(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def _summarise(size, n_params, data, epochs, rows) -> dict:
+    """Per variant: means over seeds (wall time, throughput, share, memory, held-out), spreads, speedups.
+
+    ``epoch_loss_diff_in_se``: the largest gap, over epochs and seeds, between a variant's epoch-mean
+    training loss and the default's with the same seed, in standard errors of the default's mean.
+    """
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    default = {r["seed"]: r for r in rows if r["variant"] == "trl-default"}
+    variants = []
+    for name in names:
+        runs = [r for r in rows if r["variant"] == name]
+        v = {"variant": name, "seeds": [r["seed"] for r in runs]}
+        for key in ("wall_s", "setup_and_reference_s", "train_s", "real_tokens_per_s", "real_token_share",
+                    "processed_tokens", "peak_memory_mb", "heldout_loss", "heldout_reward_accuracy"):
+            v[key] = _mean([r[key] for r in runs])
+        v["heldout_loss_sd"] = _sd([r["heldout_loss"] for r in runs])
+        v["epoch_mean_loss"] = [_mean(x) for x in zip(*(r["epoch_mean_loss"] for r in runs))]
+        if default:
+            v["speedup"] = _mean([d["wall_s"] for d in default.values()]) / v["wall_s"]
+            v["epoch_loss_diff_in_se"] = max(
+                abs(a - b) / se for r in runs if r["seed"] in default
+                for a, b, se in zip(r["epoch_mean_loss"], default[r["seed"]]["epoch_mean_loss"],
+                                    default[r["seed"]]["epoch_loss_se"]))
+        variants.append(v)
+    summary = {"size": size, "parameters": n_params, "pairs": data["pairs"], "epochs": epochs,
+               "batch_size": data["batch_size"], "variants": variants, "runs": rows}
+    if default:
+        summary["speedup_vs_trl_default"] = variants[-1]["speedup"]
+    return summary
+
+
+def _report(summary) -> str:
+    from handbook.measure import format_table
+
+    head = (f"\ndDPO run, {summary['size']} model ({summary['parameters'] / 1e6:.1f} M parameters), "
+            f"{summary['pairs']} synthetic pairs × {summary['epochs']} epochs, batch {summary['batch_size']}; "
+            f"means over seeds {summary['variants'][0]['seeds']}")
+    table = format_table([{
+        "run": v["variant"], "wall s": v["wall_s"], "ref pass+setup s": v["setup_and_reference_s"],
+        "real tok/s": v["real_tokens_per_s"], "real share": v["real_token_share"],
+        "peak MB": v["peak_memory_mb"], "speedup": v.get("speedup"),
+        "epoch losses": " ".join(f"{x:.4f}" for x in v["epoch_mean_loss"]),
+        "max Δ/SE": v.get("epoch_loss_diff_in_se"),
+        "held-out loss": v["heldout_loss"], "± sd": v["heldout_loss_sd"],
+        "held-out acc": v["heldout_reward_accuracy"]} for v in summary["variants"]])
+    return f"{head}\n{table}"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="toy,medium", help="comma-separated: toy, medium")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated, of: " + ", ".join(VARIANTS) + " (default: per size)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=None, help="training pairs (default: per size)")
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (batch orders; default: per size)")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    results = run(args.sizes.split(","), args.variants.split(",") if args.variants else None, args.epochs,
+                  args.pairs, args.beta, [int(x) for x in args.seeds.split(",")] if args.seeds else None)
+    if args.out:
+        from handbook.measure import write_results
+
+        write_results(args.out, results)
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,132 @@
+"""The CPU benchmarks (bench/) at tiny sizes: what they compare is compared correctly.
+
+Not timed tests: the speed figures come from ``make bench``. These check that the runs being
+compared are the same run (same tokens, same reference log-probs, same loss where it must be) and
+that the measurements mean what they say.
+"""
+
+import importlib.util
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _bench(name):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def random_toy(toy_tokenizer):
+    from handbook.synthetic import random_mistral
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield random_mistral(tmp, toy_tokenizer, "toy", seed=0)
+
+
+def test_synthetic_lengths_follow_the_asked_spread(toy_tokenizer):
+    from handbook.synthetic import lognormal_lengths, synthetic_pairs
+
+    lengths = lognormal_lengths(20_000, 900, 0.6, seed=1)
+    assert lengths.mean() == pytest.approx(900, rel=0.03)
+    assert lengths.std() / lengths.mean() == pytest.approx(0.6, rel=0.05)
+    pairs = synthetic_pairs(toy_tokenizer, 4, prompt_mean=10, completion_mean=20, seed=0)
+    assert set(pairs.column_names) == {"prompt", "chosen", "rejected"}
+    text = pairs[0]["chosen"][0]["content"]
+    assert len(toy_tokenizer(text, add_special_tokens=False)["input_ids"]) == len(text.split())  # one token a word
+
+
+def test_dpo_bench_compares_the_same_run(toy_tokenizer, random_toy):
+    bench = _bench("bench_dpo")
+    from handbook.synthetic import synthetic_pairs
+
+    data = dict(bench.DATA["toy"], pairs=32, batch_size=4)
+    train = synthetic_pairs(toy_tokenizer, 32, 12, 24, 0.6, 256, seed=0)
+    heldout = synthetic_pairs(toy_tokenizer, 8, 12, 24, 0.6, 256, seed=9)
+    runs = {v: bench.run_variant(v, str(random_toy), toy_tokenizer, train, heldout, data, epochs=2)
+            for v in ("trl-default", "precompute", "handbook")}
+    default, precompute, handbook = runs["trl-default"], runs["precompute"], runs["handbook"]
+    # a precomputed reference is the live reference: the same batches give the same losses
+    assert precompute["losses"] == pytest.approx(default["losses"], abs=1e-4)
+    assert precompute["heldout_loss"] == pytest.approx(default["heldout_loss"], abs=1e-4)
+    # grouping reorders the same pairs: one epoch's tokens are the same, fewer of them padding
+    assert len(handbook["losses"]) == len(default["losses"]) == 2 * 8
+    assert handbook["real_token_share"] > default["real_token_share"]
+    assert 0 < default["real_token_share"] < 1 and handbook["peak_memory_mb"] >= 0
+    # the live reference forward shows as processed tokens of its own: precompute processes fewer
+    assert precompute["processed_tokens"] < default["processed_tokens"]
+    summary = bench._summarise("toy", 1, data, 2, list(runs.values()))
+    by_name = {v["variant"]: v for v in summary["variants"]}
+    assert by_name["trl-default"]["speedup"] == 1.0 and by_name["precompute"]["epoch_loss_diff_in_se"] < 1e-2
+    assert summary["speedup_vs_trl_default"] == by_name["handbook"]["speedup"]
+
+
+def test_sft_bench_packing_fills_rows(toy_tokenizer, monkeypatch):
+    bench = _bench("bench_sft")
+    monkeypatch.setitem(bench.DATA, "toy", dict(bench.DATA["toy"], dialogues=192, mean_tokens=48, max_length=256))
+    result = bench.run(sizes=["toy"], verbose=False)
+    runs = {r["variant"]: r for r in result["sizes"]["toy"]["runs"]}
+    assert result["sft_padding_efficiency_packed"] >= 0.97
+    assert runs["packed"]["row_fill"] > 0.9
+    assert runs["grouped"]["real_token_share"] > runs["padded"]["real_token_share"]
+    assert runs["packed"]["real_tokens"] == runs["padded"]["real_tokens"]  # the same dialogues, all of them
+
+
+def test_packed_rows_keep_attention_within_each_dialogue(random_toy):
+    """Padding-free packing on the CPU (sdpa): position ids restarting at 0 mark where a dialogue begins.
+
+    Only without a KV cache (``use_cache=False``, as TRL's SFTTrainer calls the model): with one,
+    transformers does not look for packed sequences, and attention would leak across dialogues.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(random_toy).eval()
+    a, b = torch.randint(10, 1000, (1, 20)), torch.randint(10, 1000, (1, 13))
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=a).logits, model(input_ids=b).logits], dim=1)
+        positions = torch.cat([torch.arange(20), torch.arange(13)])[None]
+        packed = model(input_ids=torch.cat([a, b], 1), position_ids=positions, use_cache=False).logits
+        leaky = model(input_ids=torch.cat([a, b], 1), position_ids=positions, use_cache=True).logits
+    assert torch.allclose(packed, alone, atol=1e-4)
+    assert not torch.allclose(leaky[:, 20:], alone[:, 20:], atol=1e-2)
+
+
+def test_tutorial_cell_profile_reads_papermill_durations(tmp_path):
+    bench = _bench("bench_tutorial")
+    nb = {"cells": [
+        {"cell_type": "markdown", "source": ["# x"], "metadata": {}},
+        {"cell_type": "code", "source": ["import torch\n", "train(model)"], "metadata": {"papermill": {"duration": 2.5}}},
+        {"cell_type": "code", "source": ["x = 1"], "metadata": {}}]}
+    (tmp_path / "nb.ipynb").write_text(json.dumps(nb))
+    cells = bench.cell_profile(tmp_path / "nb.ipynb")
+    assert cells == [{"cell": 1, "seconds": 2.5, "code": "train(model)"}, {"cell": 2, "seconds": 0.0, "code": "x = 1"}]
+
+
+def test_run_all_writes_the_headline_figures(tmp_path, monkeypatch):
+    run_all = _bench("run_all")
+    fake = {"dpo": {"dpo_run_speedup_vs_trl_default": 1.6, "dpo_real_token_share": 0.8},
+            "sft": {"sft_padding_efficiency_packed": 1.0}, "generation": {"generation_batched_speedup": 9.0},
+            "tutorial": {"tutorial_seconds": 120.0}}
+    for name, module in (("dpo", "bench_dpo"), ("sft", "bench_sft"), ("generation", "bench_generation"),
+                         ("tutorial", "bench_tutorial")):
+        stub = _bench(module)
+        monkeypatch.setattr(stub, "run", lambda result=fake[name], **kw: dict(result))
+        monkeypatch.setitem(sys.modules, module, stub)  # what `import bench_dpo` in run_all finds
+    monkeypatch.setattr(sys.modules["bench_generation"], "format_tables", lambda result: "")
+    out = tmp_path / "latest.json"
+    run_all.main(["--out", str(out)])
+    written = json.loads(out.read_text())
+    for key in ("dpo_run_speedup_vs_trl_default", "dpo_real_token_share", "sft_padding_efficiency_packed",
+                "generation_batched_speedup", "tutorial_seconds"):
+        assert key in written
+    assert written["machine"]["cores"] >= 1 and written["benchmarks"]["dpo"]["bench_seconds"] >= 0
