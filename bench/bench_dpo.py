@@ -138,11 +138,11 @@ def evaluate_pairs(trainer, reference_dir, heldout, beta) -> dict:
 
 
 def run(sizes=("toy", "medium"), variants=None, epochs=3, pairs=None, beta=0.1, seeds=None,
-        heldout_pairs=256, verbose=True) -> dict:
+        heldout_pairs=256, verbose=True, medium=None) -> dict:
     """Every variant on every size (for each seed); returns ``{"sizes": {size: {...}}, headline figures}``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from handbook.synthetic import random_mistral, synthetic_pairs
+    from handbook.synthetic import model_size, random_mistral, synthetic_pairs
     from handbook.toy.build import toy_base_path
 
     tokenizer = AutoTokenizer.from_pretrained(toy_base_path())
@@ -156,7 +156,7 @@ def run(sizes=("toy", "medium"), variants=None, epochs=3, pairs=None, beta=0.1, 
         heldout = synthetic_pairs(tokenizer, heldout_pairs, data["prompt_mean"], data["completion_mean"], 0.6,
                                   data["max_length"], seed=100)
         with tempfile.TemporaryDirectory() as model_dir:
-            random_mistral(model_dir, tokenizer, size, seed=0)
+            random_mistral(model_dir, tokenizer, model_size(size, medium if size == "medium" else None), seed=0)
             n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
             # an untimed warm-up, so that no timed run pays for first calls (allocations, thread pools)
             run_variant("trl-default", model_dir, tokenizer, train.select(range(2 * data["batch_size"])),
@@ -233,8 +233,12 @@ def _report(summary) -> str:
 
 
 def main(argv=None) -> dict:
+    from handbook.synthetic import parse_size_overrides
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="toy,medium", help="comma-separated: toy, medium")
+    parser.add_argument("--medium", default=None, help="the medium model's sizes, e.g. "
+                        "hidden_size=768,intermediate_size=2048,num_hidden_layers=8 (MistralConfig fields)")
     parser.add_argument("--variants", default=None,
                         help="comma-separated, of: " + ", ".join(VARIANTS) + " (default: per size)")
     parser.add_argument("--epochs", type=int, default=3)
@@ -244,7 +248,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     results = run(args.sizes.split(","), args.variants.split(",") if args.variants else None, args.epochs,
-                  args.pairs, args.beta, [int(x) for x in args.seeds.split(",")] if args.seeds else None)
+                  args.pairs, args.beta, [int(x) for x in args.seeds.split(",")] if args.seeds else None,
+                  medium=parse_size_overrides(args.medium))
     if args.out:
         from handbook.measure import write_results
 

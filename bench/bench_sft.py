@@ -77,10 +77,11 @@ def run_variant(variant, model_dir, tokenizer, train, data, seed=0) -> dict:
             "peak_memory_mb": memory.peak_bytes / 2 ** 20, "last_loss": losses[-1] if losses else None}
 
 
-def run(sizes=("toy", "medium"), variants=tuple(VARIANTS), dialogues=None, seed=0, verbose=True) -> dict:
+def run(sizes=("toy", "medium"), variants=tuple(VARIANTS), dialogues=None, seed=0, verbose=True,
+        medium=None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from handbook.synthetic import random_mistral, synthetic_dialogues
+    from handbook.synthetic import model_size, random_mistral, synthetic_dialogues
     from handbook.toy.build import toy_base_path
 
     tokenizer = AutoTokenizer.from_pretrained(toy_base_path())
@@ -92,7 +93,7 @@ def run(sizes=("toy", "medium"), variants=tuple(VARIANTS), dialogues=None, seed=
         train = synthetic_dialogues(tokenizer, data["dialogues"], data["mean_tokens"], 0.6, turns=2,
                                     max_length=data["max_length"], seed=seed)
         with tempfile.TemporaryDirectory() as model_dir:
-            random_mistral(model_dir, tokenizer, size, seed=seed)
+            random_mistral(model_dir, tokenizer, model_size(size, medium if size == "medium" else None), seed=seed)
             n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
             rows = [run_variant(v, model_dir, tokenizer, train, data, seed) for v in variants]
         by_name = {r["variant"]: r for r in rows}
@@ -129,14 +130,19 @@ def _report(summary) -> str:
 
 
 def main(argv=None) -> dict:
+    from handbook.synthetic import parse_size_overrides
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="toy,medium", help="comma-separated: toy, medium")
+    parser.add_argument("--medium", default=None, help="the medium model's sizes, e.g. "
+                        "hidden_size=768,intermediate_size=2048,num_hidden_layers=8 (MistralConfig fields)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--dialogues", type=int, default=None, help="training dialogues (default: per size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    results = run(args.sizes.split(","), args.variants.split(","), args.dialogues, args.seed)
+    results = run(args.sizes.split(","), args.variants.split(","), args.dialogues, args.seed,
+                  medium=parse_size_overrides(args.medium))
     if args.out:
         from handbook.measure import write_results
 

@@ -25,6 +25,26 @@ MODEL_SIZES = {
 }
 
 
+def model_size(size: str, overrides: dict | None = None) -> dict:
+    """``MODEL_SIZES[size]`` with ``overrides`` (MistralConfig field names) applied."""
+    if size not in MODEL_SIZES:
+        raise ValueError(f"size must be one of {sorted(MODEL_SIZES)}, not {size!r}")
+    unknown = set(overrides or {}) - set(MODEL_SIZES["medium"])
+    if unknown:
+        raise ValueError(f"unknown model size fields {sorted(unknown)}; known: {sorted(MODEL_SIZES['medium'])}")
+    return {**MODEL_SIZES[size], **(overrides or {})}
+
+
+def parse_size_overrides(text: str | None) -> dict:
+    """``"hidden_size=768,num_hidden_layers=8"`` → ``{"hidden_size": 768, "num_hidden_layers": 8}``."""
+    if not text:
+        return {}
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(p) != 2 or not p[1].strip().isdigit() for p in pairs):
+        raise ValueError(f"expected key=integer pairs separated by commas, got {text!r}")
+    return {k.strip(): int(v) for k, v in pairs}
+
+
 def lognormal_lengths(n: int, mean: float, cv: float, seed: int = 0, minimum: int = 1,
                       maximum: int | None = None) -> np.ndarray:
     """``n`` integer lengths, lognormal with the given mean and coefficient of variation, clipped."""

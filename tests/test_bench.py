@@ -130,3 +130,20 @@ def test_run_all_writes_the_headline_figures(tmp_path, monkeypatch):
                 "generation_batched_speedup", "tutorial_seconds"):
         assert key in written
     assert written["machine"]["cores"] >= 1 and written["benchmarks"]["dpo"]["bench_seconds"] >= 0
+
+
+def test_medium_size_is_configurable_from_the_command_line(tmp_path):
+    from handbook.synthetic import MODEL_SIZES, model_size, parse_size_overrides
+
+    assert parse_size_overrides("hidden_size=64, num_hidden_layers=1") == {"hidden_size": 64, "num_hidden_layers": 1}
+    assert model_size("medium", {"num_hidden_layers": 3}) == {**MODEL_SIZES["medium"], "num_hidden_layers": 3}
+    with pytest.raises(ValueError, match="key=integer"):
+        parse_size_overrides("hidden_size=big")
+    with pytest.raises(ValueError, match="unknown model size fields"):
+        model_size("medium", {"hidden": 64})
+    out = tmp_path / "sft.json"
+    _bench("bench_sft").main(["--sizes", "medium", "--variants", "padded", "--dialogues", "8", "--out", str(out),
+                              "--medium", "hidden_size=64,intermediate_size=128,num_hidden_layers=1,"
+                                          "num_attention_heads=4,num_key_value_heads=2"])
+    result = json.loads(out.read_text())
+    assert result["sizes"]["medium"]["parameters"] < 500_000  # the small override, not the 20 M default
