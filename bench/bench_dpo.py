@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -105,15 +106,12 @@ def run_variant(variant, model_dir, tokenizer, train, heldout, data, epochs=3, b
         "variant": variant, "seed": seed, "wall_s": end - start, "setup_and_reference_s": ready - start, "train_s": end - ready,
         "real_tokens_per_s": trained_real * epochs / (end - start), "real_token_share": real / processed,
         "processed_tokens": processed, "peak_memory_mb": memory.peak_bytes / 2 ** 20,
-        "losses": losses, "epoch_mean_loss": [sum(e) / len(e) for e in epoch_losses],
+        "losses": losses, "epoch_mean_loss": [statistics.mean(e) for e in epoch_losses],
         "epoch_loss_se": [_se(e) for e in epoch_losses], **held_out}
 
 
 def _se(values):
-    if len(values) < 2:
-        return float("nan")
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
 def evaluate_pairs(trainer, reference_dir, heldout, beta) -> dict:
@@ -140,9 +138,9 @@ def evaluate_pairs(trainer, reference_dir, heldout, beta) -> dict:
 def run(sizes=("toy", "medium"), variants=None, epochs=3, pairs=None, beta=0.1, seeds=None,
         heldout_pairs=256, verbose=True, medium=None) -> dict:
     """Every variant on every size (for each seed); returns ``{"sizes": {size: {...}}, headline figures}``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from handbook.synthetic import model_size, random_mistral, synthetic_pairs
+    from handbook.synthetic import model_size, parameter_count, random_mistral, synthetic_pairs
     from handbook.toy.build import toy_base_path
 
     tokenizer = AutoTokenizer.from_pretrained(toy_base_path())
@@ -156,8 +154,8 @@ def run(sizes=("toy", "medium"), variants=None, epochs=3, pairs=None, beta=0.1, 
         heldout = synthetic_pairs(tokenizer, heldout_pairs, data["prompt_mean"], data["completion_mean"], 0.6,
                                   data["max_length"], seed=100)
         with tempfile.TemporaryDirectory() as model_dir:
-            random_mistral(model_dir, tokenizer, model_size(size, medium if size == "medium" else None), seed=0)
-            n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+            sizes = model_size(size, medium if size == "medium" else None)
+            n_params = parameter_count(random_mistral(model_dir, tokenizer, sizes, seed=0))
             # an untimed warm-up, so that no timed run pays for first calls (allocations, thread pools)
             run_variant("trl-default", model_dir, tokenizer, train.select(range(2 * data["batch_size"])),
                         heldout.select(range(4)), data, 1, beta, 0)
@@ -171,17 +169,6 @@ def run(sizes=("toy", "medium"), variants=None, epochs=3, pairs=None, beta=0.1, 
     results["dpo_real_token_share"] = headline["variants"][-1]["real_token_share"]
     results["dpo_headline_size"] = headline["size"]
     return results
-
-
-def _mean(values):
-    return sum(values) / len(values)
-
-
-def _sd(values):
-    if len(values) < 2:
-        return None
-    m = _mean(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
 def _summarise(size, n_params, data, epochs, rows) -> dict:
@@ -198,11 +185,11 @@ def _summarise(size, n_params, data, epochs, rows) -> dict:
         v = {"variant": name, "seeds": [r["seed"] for r in runs]}
         for key in ("wall_s", "setup_and_reference_s", "train_s", "real_tokens_per_s", "real_token_share",
                     "processed_tokens", "peak_memory_mb", "heldout_loss", "heldout_reward_accuracy"):
-            v[key] = _mean([r[key] for r in runs])
-        v["heldout_loss_sd"] = _sd([r["heldout_loss"] for r in runs])
-        v["epoch_mean_loss"] = [_mean(x) for x in zip(*(r["epoch_mean_loss"] for r in runs))]
+            v[key] = statistics.mean([r[key] for r in runs])
+        v["heldout_loss_sd"] = statistics.stdev([r["heldout_loss"] for r in runs]) if len(runs) > 1 else None
+        v["epoch_mean_loss"] = [statistics.mean(x) for x in zip(*(r["epoch_mean_loss"] for r in runs))]
         if default:
-            v["speedup"] = _mean([d["wall_s"] for d in default.values()]) / v["wall_s"]
+            v["speedup"] = statistics.mean([d["wall_s"] for d in default.values()]) / v["wall_s"]
             v["epoch_loss_diff_in_se"] = max(
                 abs(a - b) / se for r in runs if r["seed"] in default
                 for a, b, se in zip(r["epoch_mean_loss"], default[r["seed"]]["epoch_mean_loss"],

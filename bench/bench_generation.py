@@ -53,19 +53,15 @@ def toy_conversations(n: int, seed: int = 0) -> list[list[dict]]:
 
 def medium_model(tokenizer, hidden: int = 512, layers: int = 6, intermediate: int = 1536, heads: int = 8,
                  kv_heads: int = 4, max_positions: int = 512, seed: int = 0):
-    """A random-init Mistral-architecture model on the toy tokenizer (defaults: ~20 M parameters, handbook.synthetic.MODEL_SIZES["medium"])."""
-    from handbook.toy.build import ToyModelConfig, init_model
+    """A random-init Mistral-architecture model on the toy tokenizer (defaults: the ~20 M
+    ``handbook.synthetic.MODEL_SIZES["medium"]``), built by ``handbook.synthetic.random_mistral_model``."""
+    from handbook.synthetic import random_mistral_model
 
     if hidden % heads or heads % kv_heads:
         raise ValueError(f"--hidden ({hidden}) must be a multiple of --heads ({heads}), and --heads of --kv-heads ({kv_heads})")
-    config = ToyModelConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                            num_attention_heads=heads, num_key_value_heads=kv_heads,
-                            max_position_embeddings=max_positions, seed=seed)
-    return init_model(tokenizer, config).eval()
-
-
-def n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    sizes = dict(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                 num_attention_heads=heads, num_key_value_heads=kv_heads)
+    return random_mistral_model(tokenizer, sizes, seed, max_position_embeddings=max_positions).eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +211,7 @@ def run(prompts: int = 64, max_new_tokens: int = 32, batch_sizes: Sequence[int] 
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from handbook.synthetic import parameter_count
     from handbook.toy import toy_base_path
 
     unknown = set(sizes) - {"toy", "medium"}
@@ -241,7 +238,7 @@ def run(prompts: int = 64, max_new_tokens: int = 32, batch_sizes: Sequence[int] 
                                  kv_heads=kv_heads, max_positions=max(512, 128 + max_new_tokens), seed=seed)
             label = f"random-init Mistral h{hidden} L{layers} i{intermediate} heads {heads}/{kv_heads}"
         rows = bench_local(model, tokenizer, conversations, max_new_tokens, batch_sizes)
-        result["local"][size] = _local_summary(rows, model=label, params=n_params(model))
+        result["local"][size] = _local_summary(rows, model=label, params=parameter_count(model))
         result[f"{size}_batched_speedup"] = result["local"][size]["best_speedup"]
         del model
     if "toy" in result["local"]:
@@ -260,16 +257,16 @@ def run(prompts: int = 64, max_new_tokens: int = 32, batch_sizes: Sequence[int] 
 
 
 def format_tables(result: dict) -> str:
+    from handbook.measure import format_table
+
     s = result["settings"]
     lines = [f"Local backend (TransformersBackend), {s['prompts']} prompts, greedy, max_new_tokens={s['max_new_tokens']}, "
-             f"torch threads={s['torch_threads']}"]
-    header = f"{'model':<10} {'params':>8} {'batch':>5} {'prompts':>7} {'new tok':>7} {'seconds':>8} {'tok/s':>8} {'speedup':>7}  same as bs=1"
-    lines += [header, "-" * len(header)]
-    for size, info in result["local"].items():
-        for r in info["rows"]:
-            same = "yes" if r["same_as_one_at_a_time"] else f"no ({r['same_count']}/{r['prompts']})"
-            lines.append(f"{size:<10} {info['params'] / 1e6:>7.2f}M {r['batch_size']:>5} {r['prompts']:>7} {r['new_tokens']:>7} "
-                         f"{r['seconds']:>8.2f} {r['tokens_per_s']:>8.1f} {r['speedup']:>6.2f}x  {same}")
+             f"torch threads={s['torch_threads']}",
+             format_table([{"model": size, "params (M)": info["params"] / 1e6, "batch": r["batch_size"],
+                            "prompts": r["prompts"], "new tok": r["new_tokens"], "seconds": r["seconds"],
+                            "tok/s": r["tokens_per_s"], "speedup": r["speedup"],
+                            "same as bs=1": "yes" if r["same_as_one_at_a_time"] else f"no ({r['same_count']}/{r['prompts']})"}
+                           for size, info in result["local"].items() for r in info["rows"]])]
     for size, info in result["local"].items():
         lines.append(f"  {size}: {info['model']}")
     if result.get("generation_batched_speedup") is not None:
@@ -282,13 +279,11 @@ def format_tables(result: dict) -> str:
         lines.append(f"HTTP backend: skipped ({http['skipped']})")
     else:
         lines.append(f"HTTP backend (OpenAIBackend) -> {http['server']}, server n_threads={http['server_n_threads']}")
-        header = f"{'concurrency':>11} {'requests':>8} {'compl tok':>9} {'seconds':>8} {'req/s':>6} {'tok/s':>7} {'speedup':>7}  same as c=1"
-        lines += [header, "-" * len(header)]
-        for r in http["rows"]:
-            tok = "n/a" if r["completion_tokens"] is None else str(r["completion_tokens"])
-            tps = "n/a" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.1f}"
-            lines.append(f"{r['concurrency']:>11} {r['requests']:>8} {tok:>9} {r['seconds']:>8.2f} {r['requests_per_s']:>6.2f} "
-                         f"{tps:>7} {r['speedup']:>6.2f}x  {'yes' if r['same_as_concurrency_1'] else 'no'}")
+        lines.append(format_table([{"concurrency": r["concurrency"], "requests": r["requests"],
+                                    "compl tok": r["completion_tokens"], "seconds": r["seconds"],
+                                    "req/s": r["requests_per_s"], "tok/s": r["tokens_per_s"], "speedup": r["speedup"],
+                                    "same as c=1": "yes" if r["same_as_concurrency_1"] else "no"}
+                                   for r in http["rows"]]))
         lines.append(f"Server parallelism: {http['server_parallelism']}")
     return "\n".join(lines)
 

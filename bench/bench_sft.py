@@ -79,9 +79,9 @@ def run_variant(variant, model_dir, tokenizer, train, data, seed=0) -> dict:
 
 def run(sizes=("toy", "medium"), variants=tuple(VARIANTS), dialogues=None, seed=0, verbose=True,
         medium=None) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from handbook.synthetic import model_size, random_mistral, synthetic_dialogues
+    from handbook.synthetic import model_size, parameter_count, random_mistral, synthetic_dialogues
     from handbook.toy.build import toy_base_path
 
     tokenizer = AutoTokenizer.from_pretrained(toy_base_path())
@@ -93,8 +93,8 @@ def run(sizes=("toy", "medium"), variants=tuple(VARIANTS), dialogues=None, seed=
         train = synthetic_dialogues(tokenizer, data["dialogues"], data["mean_tokens"], 0.6, turns=2,
                                     max_length=data["max_length"], seed=seed)
         with tempfile.TemporaryDirectory() as model_dir:
-            random_mistral(model_dir, tokenizer, model_size(size, medium if size == "medium" else None), seed=seed)
-            n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+            sizes = model_size(size, medium if size == "medium" else None)
+            n_params = parameter_count(random_mistral(model_dir, tokenizer, sizes, seed=seed))
             rows = [run_variant(v, model_dir, tokenizer, train, data, seed) for v in variants]
         by_name = {r["variant"]: r for r in rows}
         if "padded" in by_name:

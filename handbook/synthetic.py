@@ -115,28 +115,24 @@ def synthetic_dialogues(tokenizer, n: int, mean_tokens: float = 400, cv: float =
     return Dataset.from_list(rows)
 
 
-def random_mistral(path, tokenizer, size: str | dict = "medium", seed: int = 0, dtype=None) -> Path:
-    """Save a randomly initialised Mistral-architecture model (``MODEL_SIZES`` name or a dict) and ``tokenizer``."""
-    import torch
-    from transformers import MistralConfig, MistralForCausalLM
+def random_mistral_model(tokenizer, size: str | dict = "medium", seed: int = 0, max_position_embeddings: int = 4096):
+    """A randomly initialised Mistral-architecture model (``MODEL_SIZES`` name or a dict of its fields),
+    built the way the toy world builds its base (:func:`handbook.toy.build.init_model`)."""
+    from .toy.build import ToyModelConfig, init_model
 
-    sizes = MODEL_SIZES[size] if isinstance(size, str) else dict(size)
-    config = MistralConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=False,
-                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id, **sizes)
-    torch.manual_seed(seed)
-    model = MistralForCausalLM(config)
-    if dtype is not None:
-        model = model.to(dtype)
-    path = Path(path)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    sizes = model_size(size) if isinstance(size, str) else dict(size)
+    return init_model(tokenizer, ToyModelConfig(**sizes, max_position_embeddings=max_position_embeddings, seed=seed))
 
 
-def parameter_count(model, exclude_embeddings: bool = False) -> int:
-    """Parameters of ``model``; without the input embedding table if asked (the 6N FLOPs convention)."""
-    total = sum(p.numel() for p in model.parameters())
-    if exclude_embeddings:
-        total -= model.get_input_embeddings().weight.numel()
-    return total
+def random_mistral(path, tokenizer, size: str | dict = "medium", seed: int = 0):
+    """:func:`random_mistral_model` saved with ``tokenizer`` to ``path`` (loadable by ``from_pretrained``);
+    returns the model."""
+    model = random_mistral_model(tokenizer, size, seed)
+    model.save_pretrained(Path(path))
+    tokenizer.save_pretrained(Path(path))
+    return model
+
+
+def parameter_count(model) -> int:
+    """All parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())

@@ -23,6 +23,27 @@ def toy_tokenizer(toy_base):
 
 
 @pytest.fixture(scope="session")
+def load_bench():
+    """``load_bench("bench_dpo")``: a script of ``bench/`` imported as a module (``bench/`` is not a
+    package; it goes on ``sys.path`` so that ``run_all`` finds its siblings, as when run as a script)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def llama_server():
     """A real OpenAI-compatible server on loopback: llama.cpp serving the SmolLM2-135M-Instruct GGUF.
 

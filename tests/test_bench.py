@@ -5,33 +5,20 @@ compared are the same run (same tokens, same reference log-probs, same loss wher
 that the measurements mean what they say.
 """
 
-import importlib.util
 import json
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def _bench(name):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def random_toy(toy_tokenizer):
     from handbook.synthetic import random_mistral
 
     with tempfile.TemporaryDirectory() as tmp:
-        yield random_mistral(tmp, toy_tokenizer, "toy", seed=0)
+        random_mistral(tmp, toy_tokenizer, "toy", seed=0)
+        yield tmp
 
 
 def test_synthetic_lengths_follow_the_asked_spread(toy_tokenizer):
@@ -46,8 +33,8 @@ def test_synthetic_lengths_follow_the_asked_spread(toy_tokenizer):
     assert len(toy_tokenizer(text, add_special_tokens=False)["input_ids"]) == len(text.split())  # one token a word
 
 
-def test_dpo_bench_compares_the_same_run(toy_tokenizer, random_toy):
-    bench = _bench("bench_dpo")
+def test_dpo_bench_compares_the_same_run(toy_tokenizer, random_toy, load_bench):
+    bench = load_bench("bench_dpo")
     from handbook.synthetic import synthetic_pairs
 
     data = dict(bench.DATA["toy"], pairs=32, batch_size=4)
@@ -71,8 +58,8 @@ def test_dpo_bench_compares_the_same_run(toy_tokenizer, random_toy):
     assert summary["speedup_vs_trl_default"] == by_name["handbook"]["speedup"]
 
 
-def test_sft_bench_packing_fills_rows(toy_tokenizer, monkeypatch):
-    bench = _bench("bench_sft")
+def test_sft_bench_packing_fills_rows(toy_tokenizer, monkeypatch, load_bench):
+    bench = load_bench("bench_sft")
     monkeypatch.setitem(bench.DATA, "toy", dict(bench.DATA["toy"], dialogues=192, mean_tokens=48, max_length=256))
     result = bench.run(sizes=["toy"], verbose=False)
     runs = {r["variant"]: r for r in result["sizes"]["toy"]["runs"]}
@@ -101,8 +88,8 @@ def test_packed_rows_keep_attention_within_each_dialogue(random_toy):
     assert not torch.allclose(leaky[:, 20:], alone[:, 20:], atol=1e-2)
 
 
-def test_tutorial_cell_profile_reads_papermill_durations(tmp_path):
-    bench = _bench("bench_tutorial")
+def test_tutorial_cell_profile_reads_papermill_durations(tmp_path, load_bench):
+    bench = load_bench("bench_tutorial")
     nb = {"cells": [
         {"cell_type": "markdown", "source": ["# x"], "metadata": {}},
         {"cell_type": "code", "source": ["import torch\n", "train(model)"], "metadata": {"papermill": {"duration": 2.5}}},
@@ -112,14 +99,14 @@ def test_tutorial_cell_profile_reads_papermill_durations(tmp_path):
     assert cells == [{"cell": 1, "seconds": 2.5, "code": "train(model)"}, {"cell": 2, "seconds": 0.0, "code": "x = 1"}]
 
 
-def test_run_all_writes_the_headline_figures(tmp_path, monkeypatch):
-    run_all = _bench("run_all")
+def test_run_all_writes_the_headline_figures(tmp_path, monkeypatch, load_bench):
+    run_all = load_bench("run_all")
     fake = {"dpo": {"dpo_run_speedup_vs_trl_default": 1.6, "dpo_real_token_share": 0.8},
             "sft": {"sft_padding_efficiency_packed": 1.0}, "generation": {"generation_batched_speedup": 9.0},
             "tutorial": {"tutorial_seconds": 120.0}}
     for name, module in (("dpo", "bench_dpo"), ("sft", "bench_sft"), ("generation", "bench_generation"),
                          ("tutorial", "bench_tutorial")):
-        stub = _bench(module)
+        stub = load_bench(module)
         monkeypatch.setattr(stub, "run", lambda result=fake[name], **kw: dict(result))
         monkeypatch.setitem(sys.modules, module, stub)  # what `import bench_dpo` in run_all finds
     monkeypatch.setattr(sys.modules["bench_generation"], "format_tables", lambda result: "")
@@ -132,7 +119,7 @@ def test_run_all_writes_the_headline_figures(tmp_path, monkeypatch):
     assert written["machine"]["cores"] >= 1 and written["benchmarks"]["dpo"]["bench_seconds"] >= 0
 
 
-def test_medium_size_is_configurable_from_the_command_line(tmp_path):
+def test_medium_size_is_configurable_from_the_command_line(tmp_path, load_bench):
     from handbook.synthetic import MODEL_SIZES, model_size, parse_size_overrides
 
     assert parse_size_overrides("hidden_size=64, num_hidden_layers=1") == {"hidden_size": 64, "num_hidden_layers": 1}
@@ -142,7 +129,7 @@ def test_medium_size_is_configurable_from_the_command_line(tmp_path):
     with pytest.raises(ValueError, match="unknown model size fields"):
         model_size("medium", {"hidden": 64})
     out = tmp_path / "sft.json"
-    _bench("bench_sft").main(["--sizes", "medium", "--variants", "padded", "--dialogues", "8", "--out", str(out),
+    load_bench("bench_sft").main(["--sizes", "medium", "--variants", "padded", "--dialogues", "8", "--out", str(out),
                               "--medium", "hidden_size=64,intermediate_size=128,num_hidden_layers=1,"
                                           "num_attention_heads=4,num_key_value_heads=2"])
     result = json.loads(out.read_text())

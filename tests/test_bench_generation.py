@@ -1,20 +1,9 @@
 """Smoke test of bench/bench_generation.py: tiny sizes, toy model only, no HTTP."""
 
-import importlib.util
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_generation.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_generation", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_generation_bench_smoke():
-    result = _bench().run(prompts=6, max_new_tokens=6, batch_sizes=[1, 3, 6], sizes=["toy"], http=False)
+def test_generation_bench_smoke(load_bench):
+    result = load_bench("bench_generation").run(prompts=6, max_new_tokens=6, batch_sizes=[1, 3, 6], sizes=["toy"],
+                                                http=False)
     rows = result["local"]["toy"]["rows"]
     assert [r["batch_size"] for r in rows] == [1, 3, 6]
     assert all(r["new_tokens"] > 0 and r["tokens_per_s"] > 0 for r in rows)
@@ -26,8 +15,8 @@ def test_generation_bench_smoke():
     assert "http_concurrency_speedup" in result and result["http"] == {"skipped": "--no-http"}
 
 
-def test_new_tokens_are_counted_up_to_the_first_eos():
+def test_new_tokens_are_counted_up_to_the_first_eos(load_bench):
     import torch
 
     new = torch.tensor([[5, 6, 2, 3, 3], [5, 6, 7, 8, 9], [2, 3, 3, 3, 3]])
-    assert _bench().count_new_tokens(new, eos_token_id=2) == [3, 5, 1]
+    assert load_bench("bench_generation").count_new_tokens(new, eos_token_id=2) == [3, 5, 1]

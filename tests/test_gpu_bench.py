@@ -1,23 +1,12 @@
 """The prepared GPU benchmark (bench/gpu_bench.py) runs end to end on a CPU at its tiny size."""
 
-import importlib.util
 import json
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu_bench.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_gpu_bench_tiny_cpu(tmp_path):
+def test_gpu_bench_tiny_cpu(tmp_path, load_bench):
     out = tmp_path / "gpu_bench.json"
-    _load().main(["--size", "tiny", "--device", "cpu", "--threads", "1", "--peak-tflops", "1.0",
-                  "--out", str(out)])
+    load_bench("gpu_bench").main(["--size", "tiny", "--device", "cpu", "--threads", "1", "--peak-tflops", "1.0",
+                                  "--out", str(out)])
     res = json.loads(out.read_text())
 
     sft = res["sft"]
