@@ -36,6 +36,19 @@ def main_process_first():
         yield
 
 
+def finish(trainer) -> None:
+    """End a launched run cleanly: every rank waits for the others, then leaves the process group.
+
+    Without it each process tears the group down at interpreter exit, in no set order; on the CPU
+    (gloo) a rank exiting while another still holds the group was seen to abort the launch.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        trainer.accelerator.wait_for_everyone()
+        dist.destroy_process_group()
+
+
 class ShardedBackend:
     """Data-parallel generation: each process answers its slice of the batch; all get every reply."""
 

@@ -182,12 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     from trl import SFTConfig
 
     from .configs import parse_config
+    from .distributed import finish
 
     model_args, data_args, training_args = parse_config([ModelArguments, SFTDataArguments, SFTConfig], argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     trainer = train(model_args, data_args, training_args)
     if trainer.accelerator.is_main_process:
         print(f"dSFT model saved to {training_args.output_dir}")
+    finish(trainer)
 
 
 if __name__ == "__main__":
