@@ -9,10 +9,10 @@ Same data, same random-init weights, same seed, same optimiser and schedule, 3 e
   epoch, random batches padded to their longest sequence.
 * ``precompute``: + the reference scores every pair once, forward only, before training
   (``precompute_ref_log_probs``; the handbook sorts that pass by length).
-* ``handbook``: + ``train_sampling_strategy: group_by_length`` for pairs (``handbook.batching``):
+* ``handbook``: + ``train_sampling_strategy: group_by_length`` for pairs (``handbook.ddpo.batching``):
   what ``python -m handbook.dpo`` with the handbook's recipes runs.
 
-The pairs are synthetic (``handbook.synthetic``): prompt and answer lengths lognormal with a
+The pairs are synthetic (``handbook.tools.synthetic``): prompt and answer lengths lognormal with a
 coefficient of variation of 0.6, like UltraFeedback's spread, scaled down for a CPU. Measured per
 run: wall time (set-up, reference pass and training; the tokenisation is common to all), real
 tokens per second (the pairs' real tokens × epochs / wall time), the real-token share of every
@@ -71,8 +71,8 @@ def run_variant(variant, model_dir, tokenizer, train, heldout, data, epochs=3, b
     from transformers import AutoModelForCausalLM, PrinterCallback
     from trl import DPOTrainer
 
-    from handbook.batching import HandbookDPOTrainer
-    from handbook.measure import PeakMemory, TokenCounter
+    from handbook.ddpo.batching import HandbookDPOTrainer
+    from handbook.tools.measure import PeakMemory, TokenCounter
 
     cls = HandbookDPOTrainer if VARIANTS[variant]["handbook"] else DPOTrainer
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +119,7 @@ def evaluate_pairs(trainer, reference_dir, heldout, beta) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from handbook.dpo_math import dpo_batch
+    from handbook.ddpo.objective import dpo_batch
 
     tokenized = trainer._prepare_dataset(heldout, trainer.processing_class, trainer.args, "heldout")
     reference = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32).eval()
@@ -140,7 +140,7 @@ def run(sizes=("toy", "medium"), variants=None, epochs=3, pairs=None, beta=0.1, 
     """Every variant on every size (for each seed); returns ``{"sizes": {size: {...}}, headline figures}``."""
     from transformers import AutoTokenizer
 
-    from handbook.synthetic import model_size, parameter_count, random_mistral, synthetic_pairs
+    from handbook.tools.synthetic import model_size, parameter_count, random_mistral, synthetic_pairs
     from handbook.toy.build import toy_base_path
 
     tokenizer = AutoTokenizer.from_pretrained(toy_base_path())
@@ -203,7 +203,7 @@ def _summarise(size, n_params, data, epochs, rows) -> dict:
 
 
 def _report(summary) -> str:
-    from handbook.measure import format_table
+    from handbook.tools.measure import format_table
 
     head = (f"\ndDPO run, {summary['size']} model ({summary['parameters'] / 1e6:.1f} M parameters), "
             f"{summary['pairs']} synthetic pairs × {summary['epochs']} epochs, batch {summary['batch_size']}; "
@@ -220,7 +220,7 @@ def _report(summary) -> str:
 
 
 def main(argv=None) -> dict:
-    from handbook.synthetic import parse_size_overrides
+    from handbook.tools.synthetic import parse_size_overrides
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="toy,medium", help="comma-separated: toy, medium")
@@ -238,7 +238,7 @@ def main(argv=None) -> dict:
                   args.pairs, args.beta, [int(x) for x in args.seeds.split(",")] if args.seeds else None,
                   medium=parse_size_overrides(args.medium))
     if args.out:
-        from handbook.measure import write_results
+        from handbook.tools.measure import write_results
 
         write_results(args.out, results)
     return results

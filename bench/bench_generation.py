@@ -10,7 +10,7 @@ a) the local backend (:class:`handbook.backends.TransformersBackend`): one reque
    including its first end-of-sequence token (padding after it is not counted). A correctness
    column says whether the batched replies equal the one-at-a-time replies.
 b) the HTTP backend (:class:`handbook.backends.OpenAIBackend`) against llama.cpp's server
-   (``handbook.serving``, the SmolLM2-135M GGUF): concurrency 1 against 4; tokens are the
+   (``handbook.tools.serving``, the SmolLM2-135M GGUF): concurrency 1 against 4; tokens are the
    server's ``usage.completion_tokens``. ``llama_cpp.server`` answers one request at a time (one
    model context behind a lock, no parallel slots), so concurrency can only overlap HTTP overhead.
 
@@ -54,8 +54,8 @@ def toy_conversations(n: int, seed: int = 0) -> list[list[dict]]:
 def medium_model(tokenizer, hidden: int = 512, layers: int = 6, intermediate: int = 1536, heads: int = 8,
                  kv_heads: int = 4, max_positions: int = 512, seed: int = 0):
     """A random-init Mistral-architecture model on the toy tokenizer (defaults: the ~20 M
-    ``handbook.synthetic.MODEL_SIZES["medium"]``), built by ``handbook.synthetic.random_mistral_model``."""
-    from handbook.synthetic import random_mistral_model
+    ``handbook.tools.synthetic.MODEL_SIZES["medium"]``), built by ``handbook.tools.synthetic.random_mistral_model``."""
+    from handbook.tools.synthetic import random_mistral_model
 
     if hidden % heads or heads % kv_heads:
         raise ValueError(f"--hidden ({hidden}) must be a multiple of --heads ({heads}), and --heads of --kv-heads ({kv_heads})")
@@ -165,7 +165,7 @@ def usage_meter(backend):
 def bench_http(conversations, max_new_tokens: int, concurrencies: Sequence[int], n_threads: int = 2) -> dict:
     """Rows per concurrency (1 first) against a fresh llama.cpp server, or ``{"skipped": reason}``."""
     from handbook.backends import OpenAIBackend, Sampling
-    from handbook.serving import llama_cpp_server, unavailable_reason
+    from handbook.tools.serving import llama_cpp_server, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
@@ -211,7 +211,7 @@ def run(prompts: int = 64, max_new_tokens: int = 32, batch_sizes: Sequence[int] 
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from handbook.synthetic import parameter_count
+    from handbook.tools.synthetic import parameter_count
     from handbook.toy import toy_base_path
 
     unknown = set(sizes) - {"toy", "medium"}
@@ -257,7 +257,7 @@ def run(prompts: int = 64, max_new_tokens: int = 32, batch_sizes: Sequence[int] 
 
 
 def format_tables(result: dict) -> str:
-    from handbook.measure import format_table
+    from handbook.tools.measure import format_table
 
     s = result["settings"]
     lines = [f"Local backend (TransformersBackend), {s['prompts']} prompts, greedy, max_new_tokens={s['max_new_tokens']}, "

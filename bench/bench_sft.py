@@ -3,7 +3,7 @@
     python bench/bench_sft.py                          # toy and medium (~20 M) models, ~2 min on 2 CPU cores
     python bench/bench_sft.py --sizes toy --dialogues 128
 
-Same synthetic dialogues (``handbook.synthetic``: two user/assistant exchanges, total length
+Same synthetic dialogues (``handbook.tools.synthetic``: two user/assistant exchanges, total length
 lognormal with a coefficient of variation of 0.6, scaled down from UltraChat's ~1,470 tokens for a
 CPU), same random-init weights, seed and tokens seen (one epoch):
 
@@ -45,7 +45,7 @@ def run_variant(variant, model_dir, tokenizer, train, data, seed=0) -> dict:
     from transformers import AutoModelForCausalLM, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from handbook.measure import PeakMemory, TokenCounter
+    from handbook.tools.measure import PeakMemory, TokenCounter
 
     v = VARIANTS[variant]
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +81,7 @@ def run(sizes=("toy", "medium"), variants=tuple(VARIANTS), dialogues=None, seed=
         medium=None) -> dict:
     from transformers import AutoTokenizer
 
-    from handbook.synthetic import model_size, parameter_count, random_mistral, synthetic_dialogues
+    from handbook.tools.synthetic import model_size, parameter_count, random_mistral, synthetic_dialogues
     from handbook.toy.build import toy_base_path
 
     tokenizer = AutoTokenizer.from_pretrained(toy_base_path())
@@ -118,7 +118,7 @@ def run(sizes=("toy", "medium"), variants=tuple(VARIANTS), dialogues=None, seed=
 
 
 def _report(summary) -> str:
-    from handbook.measure import format_table
+    from handbook.tools.measure import format_table
 
     head = (f"\nSFT run, {summary['size']} model ({summary['parameters'] / 1e6:.1f} M parameters), "
             f"{summary['dialogues']} synthetic dialogues, 1 epoch, max_length {summary['max_length']}")
@@ -130,7 +130,7 @@ def _report(summary) -> str:
 
 
 def main(argv=None) -> dict:
-    from handbook.synthetic import parse_size_overrides
+    from handbook.tools.synthetic import parse_size_overrides
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="toy,medium", help="comma-separated: toy, medium")
@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
     results = run(args.sizes.split(","), args.variants.split(","), args.dialogues, args.seed,
                   medium=parse_size_overrides(args.medium))
     if args.out:
-        from handbook.measure import write_results
+        from handbook.tools.measure import write_results
 
         write_results(args.out, results)
     return results

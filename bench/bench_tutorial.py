@@ -39,7 +39,7 @@ def cell_profile(executed_notebook: Path) -> list[dict]:
 
 
 def run(runs_dir: Path | None = None, cold: bool = False, top: int = 8, verbose: bool = True) -> dict:
-    from handbook.measure import format_table
+    from handbook.tools.measure import format_table
     from handbook.tutorial import run_tutorial
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     result = run(args.runs_dir, args.cold)
     if args.out:
-        from handbook.measure import write_results
+        from handbook.tools.measure import write_results
 
         write_results(args.out, result)
     return result

@@ -339,7 +339,7 @@ def collate(data: dict, batch: list[int], device: torch.device) -> dict:
 
 
 def sequence_logps(model, batch: dict) -> torch.Tensor:
-    """Sum over reply tokens of log π(token | prefix), one value per row (as handbook.dpo_math)."""
+    """Sum over reply tokens of log π(token | prefix), one value per row (as handbook.ddpo.objective)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     token_logps = logps.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)

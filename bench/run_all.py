@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
     import bench_sft
     import bench_tutorial
 
-    from handbook.measure import write_results
+    from handbook.tools.measure import write_results
 
     def generation():
         result = bench_generation.run()

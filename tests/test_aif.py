@@ -9,11 +9,16 @@ import pytest
 import yaml
 
 from fault_proxy import FaultProxy
-from handbook.aif import AIFArguments, PoolMember, generate_pool, rate_pool, run_generate
-from handbook.backends import OpenAIBackend, Sampling, ToyTeacher
-from handbook.binarize import binarize, convert_ultrafeedback, validate_triples
-from handbook.rating import (ASPECTS, RatingParseError, ToyJudge, parse_rating_reply, rate, render_rating_request,
-                             toy_aspect_ratings)
+from handbook.aif.binarize import binarize, validate_triples
+from handbook.aif.pipeline import AIFArguments, run_generate
+from handbook.aif.pool import PoolMember, generate_pool
+from handbook.aif.rating import ASPECTS, RatingParseError, parse_rating_reply, rate, rate_pool, render_rating_request
+from handbook.aif.ultrafeedback import convert_ultrafeedback
+from handbook.core.backends import OpenAIBackend, Sampling
+from handbook.tiers import prompts_from
+from handbook.toy.backends import build_backend
+from handbook.toy.judges import ToyJudge, toy_aspect_ratings
+from handbook.toy.teacher import ToyTeacher
 from handbook.toy import world
 
 # --- parsing what judges really write ------------------------------------------------------------
@@ -88,7 +93,7 @@ def test_unreadable_replies_are_retried_then_recorded_as_failed():
 
 
 def test_backend_errors_count_as_failed_attempts():
-    from handbook.backends import BackendError
+    from handbook.core.backends import BackendError
 
     class Down:
         name = "down"
@@ -249,8 +254,13 @@ def _toy_config(tmp_path, name, latency=0.0, per_category=3):
                 max_retries=2, batch_size=4)
 
 
+def _run_generate(args):
+    prompts = prompts_from(args.prompts, args.toy_prompts_per_category, args.toy_prompt_seed)
+    return run_generate(args, prompts, build_backend, progress=False)
+
+
 def test_generate_pool_rate_and_binarize_on_the_toy_world(tmp_path):
-    rated, triples, report = run_generate(AIFArguments(**_toy_config(tmp_path, "run")), progress=False)
+    rated, triples, report = _run_generate(AIFArguments(**_toy_config(tmp_path, "run")))
     assert len(rated) == 3 * len(world.CATEGORIES)
     for row in rated:
         assert [c["model"] for c in row["completions"]] == [f"teacher-{i}" for i in range(4)]
@@ -271,7 +281,7 @@ def _records(path):
 
 
 def test_killed_aif_run_resumes_without_losing_or_repeating_calls(tmp_path):
-    reference = run_generate(AIFArguments(**_toy_config(tmp_path, "reference", per_category=4)), progress=False)
+    reference = _run_generate(AIFArguments(**_toy_config(tmp_path, "reference", per_category=4)))
     config = tmp_path / "aif.yaml"
     config.write_text(yaml.safe_dump(_toy_config(tmp_path, "killed", latency=0.01, per_category=4)))
     cmd = [sys.executable, "-m", "handbook.aif", "generate", "--config", str(config)]

@@ -4,9 +4,10 @@ import time
 import pytest
 
 from fault_proxy import FaultProxy
-from handbook.backends import (BackendError, OpenAIBackend, Sampling, ToyTeacher, TransformersBackend,
-                               build_backend)
-from handbook.dsft_data import user_turn_request
+from handbook.core.backends import BackendError, OpenAIBackend, Sampling, TransformersBackend
+from handbook.toy.backends import build_backend
+from handbook.toy.teacher import ToyTeacher
+from handbook.dsft.dialogues import user_turn_request
 from handbook.toy import world
 
 QUESTIONS = [

@@ -5,9 +5,9 @@ import pytest
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from handbook.batching import HandbookDPOTrainer, pair_lengths, padding_efficiency
-from handbook.dpo import to_trl_pairs
-from handbook.models import ModelArguments, get_model, get_tokenizer
+from handbook.ddpo.batching import HandbookDPOTrainer, pair_lengths, padding_efficiency
+from handbook.ddpo.training import to_trl_pairs
+from handbook.core.models import ModelArguments, get_model, get_tokenizer
 from handbook.toy import world
 
 

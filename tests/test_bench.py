@@ -14,7 +14,7 @@ import torch
 
 @pytest.fixture(scope="module")
 def random_toy(toy_tokenizer):
-    from handbook.synthetic import random_mistral
+    from handbook.tools.synthetic import random_mistral
 
     with tempfile.TemporaryDirectory() as tmp:
         random_mistral(tmp, toy_tokenizer, "toy", seed=0)
@@ -22,7 +22,7 @@ def random_toy(toy_tokenizer):
 
 
 def test_synthetic_lengths_follow_the_asked_spread(toy_tokenizer):
-    from handbook.synthetic import lognormal_lengths, synthetic_pairs
+    from handbook.tools.synthetic import lognormal_lengths, synthetic_pairs
 
     lengths = lognormal_lengths(20_000, 900, 0.6, seed=1)
     assert lengths.mean() == pytest.approx(900, rel=0.03)
@@ -35,7 +35,7 @@ def test_synthetic_lengths_follow_the_asked_spread(toy_tokenizer):
 
 def test_dpo_bench_compares_the_same_run(toy_tokenizer, random_toy, load_bench):
     bench = load_bench("bench_dpo")
-    from handbook.synthetic import synthetic_pairs
+    from handbook.tools.synthetic import synthetic_pairs
 
     data = dict(bench.DATA["toy"], pairs=32, batch_size=4)
     train = synthetic_pairs(toy_tokenizer, 32, 12, 24, 0.6, 256, seed=0)
@@ -120,7 +120,7 @@ def test_run_all_writes_the_headline_figures(tmp_path, monkeypatch, load_bench):
 
 
 def test_medium_size_is_configurable_from_the_command_line(tmp_path, load_bench):
-    from handbook.synthetic import MODEL_SIZES, model_size, parse_size_overrides
+    from handbook.tools.synthetic import MODEL_SIZES, model_size, parse_size_overrides
 
     assert parse_size_overrides("hidden_size=64, num_hidden_layers=1") == {"hidden_size": 64, "num_hidden_layers": 1}
     assert model_size("medium", {"num_hidden_layers": 3}) == {**MODEL_SIZES["medium"], "num_hidden_layers": 3}

@@ -123,7 +123,7 @@ def test_slurm_launcher_is_valid_bash_and_runs_the_handbook_clis():
 
 
 def test_memory_estimates():
-    from handbook.memory import MISTRAL_7B, lora_params, training_hours, training_memory
+    from handbook.tools.memory import MISTRAL_7B, lora_params, training_hours, training_memory
 
     full = training_memory(MISTRAL_7B, "full", n_gpus=1, zero3=False, micro_batch=1)
     assert full["weights"] + full["gradients"] + full["optimizer (fp32 master + Adam)"] == pytest.approx(

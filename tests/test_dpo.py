@@ -7,10 +7,11 @@ import pytest
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from handbook.configs import parse_config, read_recipe
-from handbook.dpo import DPODataArguments, to_trl_pairs, train
-from handbook.dpo_math import dpo_batch, dpo_loss, sequence_logps
-from handbook.models import ModelArguments, get_model, get_tokenizer
+from handbook.core.configs import parse_config, read_recipe
+from handbook.ddpo.training import to_trl_pairs
+from handbook.dpo import DPODataArguments, train
+from handbook.ddpo.objective import dpo_batch, dpo_loss, sequence_logps
+from handbook.core.models import ModelArguments, get_model, get_tokenizer
 from handbook.toy import world
 
 ROOT = Path(__file__).resolve().parent.parent

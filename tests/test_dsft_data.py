@@ -7,10 +7,12 @@ import time
 import pytest
 import yaml
 
-from handbook.backends import OpenAIBackend, ToyTeacher
-from handbook.dsft_data import (DialogueConfig, DsftDataArguments, generate_dialogues, parse_transcript, prompt_id,
-                                render_transcript, run)
-from handbook.filters import (DialogueError, deduplicate, drop_disclaimers, truecase, truecase_dialogues,
+from handbook.core.backends import OpenAIBackend
+from handbook.toy.teacher import ToyTeacher
+from handbook.core.data import prompt_id
+from handbook.dsft.dialogues import DialogueConfig, generate_dialogues, parse_transcript, render_transcript
+from handbook.dsft_data import DsftDataArguments, run
+from handbook.dsft.filters import (DialogueError, deduplicate, drop_disclaimers, truecase, truecase_dialogues,
                               ultrachat_filters, validate_dialogue)
 from handbook.toy import world
 

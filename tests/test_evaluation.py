@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from handbook.backends import OpenAIBackend
-from handbook.mt_bench import (HANDBOOK_JUDGE_PROMPTS, TEMPERATURE, ToyMTJudge, aggregate, extract_rating,
-                               extract_verdict, generate_answers, judge_answers, load_judge_prompts, load_questions,
-                               load_reference_answers, pairwise_outcome, pairwise_win_rate, render_single,
-                               toy_questions, win_rate)
+from handbook.core.backends import OpenAIBackend
+from handbook.evaluation.judge_prompts import HANDBOOK_JUDGE_PROMPTS, load_judge_prompts
+from handbook.evaluation.mt_bench import (TEMPERATURE, aggregate, extract_rating, generate_answers, judge_answers,
+                                          load_questions, load_reference_answers, render_single)
+from handbook.evaluation.win_rate import extract_verdict, pairwise_outcome, pairwise_win_rate, win_rate
+from handbook.toy.judges import ToyMTJudge, toy_questions
 from handbook.toy import world
 
 REF = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "mt_bench"

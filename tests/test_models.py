@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from handbook.generation import generate_replies
-from handbook.models import ModelArguments, get_model, load_model_and_tokenizer, resolve_device_and_precision
+from handbook.core.generation import generate_replies
+from handbook.core.models import ModelArguments, get_model, load_model_and_tokenizer, resolve_device_and_precision
 from handbook.tiers import SMOLLM2_GGUF_FILE, get_tier, model_args_for, smollm2_gguf_dir
 
 
@@ -73,7 +73,7 @@ def test_4bit_quantization_with_lora_on_cpu(toy_base):
 def test_remote_code_is_off_by_default():
     import inspect
 
-    from handbook import models
+    from handbook.core import models
 
     for fn in (models.get_model, models.get_tokenizer, models.load_model_and_tokenizer):
         assert inspect.signature(fn).parameters["trust_remote_code"].default is False

@@ -7,10 +7,12 @@ import pytest
 import torch
 from trl import SFTConfig
 
-from handbook.configs import ConfigError, parse_config, read_recipe
-from handbook.filters import DialogueError
-from handbook.models import ModelArguments
-from handbook.sft import SFTDataArguments, load_sft_datasets, toy_dsft_dataset, train
+from handbook.core.configs import ConfigError, parse_config, read_recipe
+from handbook.dsft.filters import DialogueError
+from handbook.core.models import ModelArguments
+from handbook.dsft.training import load_sft_datasets
+from handbook.sft import SFTDataArguments, train
+from handbook.toy.dialogues import toy_dsft_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY_RECIPE = ROOT / "recipes" / "toy" / "sft" / "config.yaml"

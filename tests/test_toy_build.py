@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from handbook.chat_templates import ZEPHYR_CHAT_TEMPLATE, resolve_chat_template
+from handbook.core.chat_templates import ZEPHYR_CHAT_TEMPLATE, resolve_chat_template
 from handbook.toy import build, world
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..chat_templates import ZEPHYR_CHAT_TEMPLATE
+from ..core.chat_templates import ZEPHYR_CHAT_TEMPLATE
 from . import world
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>")

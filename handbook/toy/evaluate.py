@@ -12,7 +12,7 @@ from . import world
 def rubric_eval(model, tokenizer, prompts: Sequence[world.Prompt], max_new_tokens: int = 32,
                 batch_size: int = 128) -> list[dict]:
     """Greedy replies to ``prompts`` and their rubric verdicts, one dict per prompt."""
-    from ..generation import generate_replies
+    from ..core.generation import generate_replies
 
     replies = generate_replies(model, tokenizer, [[{"role": "user", "content": p.text}] for p in prompts],
                                max_new_tokens=max_new_tokens, temperature=0.0, batch_size=batch_size)

@@ -16,9 +16,14 @@ import os
 import shutil
 from pathlib import Path
 
+from ..core.configs import read_recipe, recipe_path
+from ..core.distributed import main_process_first, world_size
+from ..core.models import ModelArguments
+from ..dsft.training import SFTDataArguments, train
 from .build import build_once, default_cache_dir, toy_base_path
+from .dialogues import toy_sft_datasets
 
-RECIPE = Path(__file__).resolve().parent.parent.parent / "recipes" / "toy" / "sft" / "config.yaml"
+RECIPE = recipe_path("toy/sft/config.yaml")
 EARLY_STEP = 100
 BUILD_VERSION = b"2"  # 2: the build evaluates as the recipe says, so its logs are the notebook's
 # What decides the student's weights: a run that matches these is the cached run.
@@ -38,8 +43,6 @@ def resolve_toy_name(name: str | None) -> str | None:
     if name == "toy":
         return str(toy_base_path())
     if name in ("toy-dsft", "toy-dsft-early"):
-        from ..distributed import main_process_first
-
         with main_process_first():
             return toy_students()["dsft" if name == "toy-dsft" else "dsft_early"]
     return name
@@ -49,10 +52,6 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
     """``{"dsft": <dir>, "dsft_early": <dir>}``: the toy dSFT student and its step-100 checkpoint."""
     from trl import SFTConfig
 
-    from ..configs import read_recipe
-    from ..models import ModelArguments
-    from ..sft import SFTDataArguments, train
-
     base = toy_base_path(cache_dir=cache_dir)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     fp = hashlib.sha256(Path(recipe).read_bytes() + base.name.encode() + BUILD_VERSION).hexdigest()[:12]
@@ -60,8 +59,6 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
     paths = {"dsft": str(target / "final"), "dsft_early": str(target / "early")}
     if (target / "BUILD_OK").exists():
         return paths
-    from ..distributed import world_size
-
     if world_size() > 1:
         raise RuntimeError(
             "the toy students are not built yet, and they cannot be trained inside a multi-process launch: build them "
@@ -73,7 +70,8 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
             save_strategy="steps", save_steps=EARLY_STEP, save_only_model=True)
         model_args.model_name_or_path = str(base)
         data_args.toy_data_dir = str(tmp / "data")
-        train(model_args, data_args, training_args)
+        train_ds, eval_ds, _ = toy_sft_datasets(data_args)
+        train(model_args, data_args, training_args, datasets=(train_ds, eval_ds))
         os.replace(tmp / "final" / f"checkpoint-{EARLY_STEP}", tmp / "early")
         for ckpt in (tmp / "final").glob("checkpoint-*"):
             shutil.rmtree(ckpt)
@@ -89,10 +87,6 @@ def cached_student_for(model_args, data_args, training_args, recipe: str | os.Pa
     Notebook 02 uses it so that the reader's run and the students' build are one run, not two.
     """
     from trl import SFTConfig
-
-    from ..configs import read_recipe
-    from ..models import ModelArguments
-    from ..sft import SFTDataArguments
 
     ref_model, ref_data, ref_training = read_recipe(recipe, [ModelArguments, SFTDataArguments, SFTConfig])
     if resolve_toy_name(model_args.model_name_or_path) != resolve_toy_name(ref_model.model_name_or_path):

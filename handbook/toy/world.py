@@ -29,16 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-CATEGORIES: tuple[str, ...] = (
-    "writing",
-    "roleplay",
-    "reasoning",
-    "math",
-    "coding",
-    "extraction",
-    "stem",
-    "humanities",
-)
+from ..evaluation.mt_bench import CATEGORIES  # MT-Bench's eight, in FastChat's order
 
 # ---------------------------------------------------------------------------------------------
 # Constraints: instructions that change how an answer is phrased, never what it says.

@@ -2,8 +2,9 @@
 import json
 import sys
 
-from handbook.backends import Sampling, build_backend
-from handbook.distributed import is_main_process, world_size
+from handbook.core.backends import Sampling
+from handbook.core.distributed import is_main_process, world_size
+from handbook.toy.backends import build_backend
 from handbook.toy import world
 
 model_dir, out = sys.argv[1], sys.argv[2]

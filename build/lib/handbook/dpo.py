@@ -1,0 +1,45 @@
+"""``python -m handbook.dpo``: dDPO from a recipe.
+
+    python -m handbook.dpo --config recipes/zephyr-7b-beta/dpo/config_full.yaml [--key value ...]
+    accelerate launch --config_file recipes/accelerate_configs/zero3.yaml -m handbook.dpo --config ...
+
+The recipe's names are resolved through the tier table (``model_name_or_path: toy-dsft``,
+``dataset_name: toy``; :mod:`handbook.tiers`), then :func:`handbook.ddpo.training.train` runs TRL's
+``DPOTrainer`` from the dSFT model against itself, frozen. ``resume_from_checkpoint: true`` continues
+from the newest checkpoint in ``output_dir``. Notebook 04 calls :func:`train`, the same function.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .core.configs import parse_config
+from .core.distributed import finish
+from .core.models import ModelArguments
+from .ddpo import training
+from .ddpo.training import DPODataArguments
+from .tiers import dpo_datasets, resolve_model_args
+
+
+def train(model_args: ModelArguments, data_args: DPODataArguments, training_args, datasets=None, callbacks=None):
+    """dDPO as the CLI runs it: names resolved, pairs loaded (unless ``datasets`` = ``(train, eval)`` is
+    given; ``eval`` may be a dict of named sets), model, tokenizer and logs saved. Returns the trainer."""
+    resolve_model_args(model_args)
+    if datasets is None:
+        datasets = dpo_datasets(data_args, training_args.output_dir)
+    return training.train(model_args, data_args, training_args, datasets=datasets, callbacks=callbacks)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from trl import DPOConfig
+
+    model_args, data_args, training_args = parse_config([ModelArguments, DPODataArguments, DPOConfig], argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    trainer = train(model_args, data_args, training_args)
+    if trainer.accelerator.is_main_process:
+        print(f"dDPO model saved to {training_args.output_dir}")
+    finish(trainer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""dSFT: supervised fine-tuning on teacher-written dialogues, through TRL's ``SFTTrainer``.
+
+    python -m handbook.sft --config recipes/zephyr-7b-beta/sft/config_full.yaml [--key value ...]
+    accelerate launch --config_file recipes/accelerate_configs/zero3.yaml -m handbook.sft --config ...
+
+The recipe holds three groups of keys: the model (``handbook.models.ModelArguments``), the data
+(:class:`SFTDataArguments`) and the trainer (TRL's ``SFTConfig``). The loss is on assistant tokens
+only (``assistant_only_loss``; the chat template must carry ``{% generation %}`` markers, as the
+handbook's Zephyr template does); packing, LoRA (``use_peft``) and QLoRA (``load_in_4bit`` +
+``use_peft``) are switches in the recipe. ``python -m handbook.sft`` (and notebook 02, through
+``handbook.sft.train``) resolve the recipe's names — ``toy`` models and data — and call :func:`train`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..core.data import last_checkpoint, load_split, save_training_outputs
+from ..core.models import ModelArguments
+from .filters import FilterReport, ultrachat_filters, validate_dialogues
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTDataArguments:
+    """Where the dialogues come from."""
+
+    dataset_name: str = field(
+        default="HuggingFaceH4/ultrachat_200k",
+        metadata={"help": "A hub dataset id, a directory written by `save_to_disk`, a .jsonl file, or 'toy' "
+                          "(dialogues written by the toy teacher, generated on first use and cached)."})
+    dataset_config: str | None = field(default=None, metadata={"help": "The hub dataset's configuration name."})
+    dataset_train_split: str = field(default="train_sft", metadata={"help": "Training split."})
+    dataset_test_split: str | None = field(default="test_sft", metadata={"help": "Evaluation split (none: no eval)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation rows."})
+    apply_ultrachat_filters: bool = field(
+        default=False,
+        metadata={"help": "Truecase, drop self-disclaiming dialogues and de-duplicate (ultrachat_200k is already "
+                          "filtered; turn this on for raw teacher output)."})
+    toy_prompts_per_category: int = field(default=150, metadata={"help": "Toy: seed prompts per category."})
+    toy_replies_per_prompt: int = field(default=2, metadata={"help": "Toy: dialogues per seed prompt."})
+    toy_eval_prompts_per_category: int = field(default=8, metadata={"help": "Toy: held-out prompts for eval loss."})
+    toy_data_seed: int = field(default=0, metadata={"help": "Toy: seed of prompt sampling and the teacher."})
+    toy_data_dir: str | None = field(
+        default=None, metadata={"help": "Toy: where generated dialogues are cached (default: <output_dir>/data)."})
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+def load_sft_datasets(data_args: SFTDataArguments):
+    """``(train, eval or None, filter reports)`` from a hub id, a saved dataset or a JSONL file; every row
+    validated, only ``messages`` kept. (The toy world's dialogues: ``handbook.toy.data.toy_dsft_datasets``.)"""
+    reports: list[FilterReport] = []
+    train = load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_train_split)
+    test = (load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_test_split)
+            if data_args.dataset_test_split else None)
+    if data_args.apply_ultrachat_filters:
+        from datasets import Dataset
+
+        rows, reports = ultrachat_filters(train.to_list())
+        train = Dataset.from_list(rows)
+    train, test = prepare_sft_splits(train, test, data_args)
+    return train, test, reports
+
+
+def prepare_sft_splits(train, test, data_args: SFTDataArguments):
+    """``max_*_samples`` applied, every row validated, only ``messages`` kept: ``(train, eval or None)``."""
+    if data_args.max_train_samples is not None:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if test is not None and data_args.max_eval_samples is not None:
+        test = test.select(range(min(data_args.max_eval_samples, len(test))))
+    for split_name, ds in (("train", train), ("eval", test)):
+        if ds is None:
+            continue
+        if "messages" not in ds.column_names:
+            raise ValueError(f"{data_args.dataset_name} ({split_name}): row 0: field 'messages' is missing "
+                             f"(columns: {ds.column_names})")
+        validate_dialogues(ds)
+    keep = lambda ds: ds.remove_columns([c for c in ds.column_names if c != "messages"])  # noqa: E731
+    return keep(train), (keep(test) if test is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args, datasets=None):
+    """Fine-tune ``model_args``' model on the dialogues; save model, tokenizer and logs to ``output_dir``.
+
+    ``datasets`` may pass ``(train, eval)`` directly (the notebook does); otherwise they are loaded
+    from ``data_args``. Returns the trainer.
+    """
+    from trl import SFTTrainer
+
+    from ..core.models import get_model, get_peft_config, get_tokenizer
+
+    tokenizer = get_tokenizer(model_args, training_args.trust_remote_code)
+    if training_args.assistant_only_loss and "{% generation %}" not in (tokenizer.chat_template or ""):
+        raise ValueError(
+            f"assistant_only_loss needs {{% generation %}} markers in the chat template, and the template of "
+            f"{model_args.model_name_or_path!r} has none: set `chat_template: zephyr` in the recipe")
+    if datasets is None:
+        train_ds, eval_ds, reports = load_sft_datasets(data_args)
+        for r in reports:
+            logger.info("%s", r)
+    else:
+        train_ds, eval_ds = datasets
+        validate_dialogues(train_ds)
+    model = get_model(model_args, trust_remote_code=training_args.trust_remote_code)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args))
+    save_training_outputs(trainer, tokenizer, result, training_args.output_dir)
+    return trainer

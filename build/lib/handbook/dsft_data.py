@@ -1,0 +1,68 @@
+"""``python -m handbook.dsft_data``: dSFT dialogues from a teacher, saved with ``save_to_disk``.
+
+    python -m handbook.dsft_data --config my_data.yaml [--key value ...]   # output_dir, seed_prompts, teacher: {...}
+
+Seed prompts from a file (or ``toy``); the teacher from a backend spec (``{type: openai, base_url: ...,
+model: ...}``, a local model, or the toy teacher); :func:`handbook.dsft.dialogues.generate_dialogues`
+writes the dialogues, resumably.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .core.configs import parse_config
+from .dsft.dialogues import DialogueConfig, generate_dialogues
+from .tiers import prompts_from
+from .toy.backends import build_backend
+
+
+@dataclass
+class DsftDataArguments:
+    """``python -m handbook.dsft_data``: generate dSFT dialogues and save them with ``save_to_disk``."""
+
+    output_dir: str = field(metadata={"help": "Where the dataset is saved (datasets' save_to_disk)."})
+    seed_prompts: str = field(
+        default="toy",
+        metadata={"help": "'toy' (train-split toy prompts), or a JSONL/text file with one prompt per line "
+                          "(JSONL: a 'prompt' field)."})
+    toy_prompts_per_category: int = field(default=150, metadata={"help": "Toy seed prompts per category."})
+    replies_per_prompt: int = field(
+        default=1, metadata={"help": "Dialogues per seed prompt, each with its own sampling seed and cache; rows of "
+                                     "one prompt share its prompt_id."})
+    teacher: dict = field(default_factory=lambda: {"type": "toy"},
+                          metadata={"help": "Backend spec of the teacher (see handbook.toy.backends.build_backend)."})
+    cache_path: str | None = field(default=None, metadata={"help": "JSONL cache; default <output_dir>.cache.jsonl"})
+    num_turns: int = 2
+    temperature: float = 0.7
+    max_new_tokens: int = 512
+    seed: int = 0
+    batch_size: int = 32
+
+
+def run(args: DsftDataArguments, progress: bool = True):
+    from datasets import concatenate_datasets
+
+    prompts = prompts_from(args.seed_prompts, args.toy_prompts_per_category, args.seed)
+    teacher = build_backend(args.teacher)
+    parts = []
+    for r in range(args.replies_per_prompt):
+        config = DialogueConfig(num_turns=args.num_turns, temperature=args.temperature,
+                                max_new_tokens=args.max_new_tokens, seed=args.seed + 1000 * r,
+                                batch_size=args.batch_size)
+        cache = args.cache_path or f"{args.output_dir.rstrip('/')}.cache.jsonl"
+        cache = cache if args.replies_per_prompt == 1 else cache.replace(".jsonl", f".{r}.jsonl")
+        parts.append(generate_dialogues(prompts, teacher, config, cache, progress=progress))
+    dataset = concatenate_datasets(parts)
+    dataset.save_to_disk(args.output_dir)
+    return dataset
+
+
+def main(argv: list[str] | None = None) -> None:
+    (args,) = parse_config([DsftDataArguments], argv)
+    dataset = run(args)
+    print(f"{len(dataset)} dialogues saved to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""MT-Bench-style evaluation in FastChat's formats.
+
+**MT-Bench** (FastChat ``llm_judge``): two-turn questions in eight categories (``question.jsonl``:
+``question_id``, ``category``, ``turns``, optional ``reference``). Each model answers both turns,
+sampled at FastChat's per-category temperatures; a judge grades every turn 1-10 with the
+single-answer prompts of ``judge_prompts.jsonl`` (``single-v1``, ``single-math-v1`` for
+math/reasoning/coding with a reference answer, and their ``-multi-turn`` variants for turn 2) and
+must answer ``[[rating]]``. Answers and judgments are written as FastChat writes them
+(``model_answer/<model>.jsonl``, ``model_judgment/<judge>_single.jsonl``, a failed extraction
+recorded with score -1 and the raw judgment, as FastChat does) so FastChat's ``show_result.py``
+reads them. The handbook ships judge prompts of its own wording with FastChat's names and
+placeholders; the full tier reads FastChat's file instead.
+Pairwise win rates are in :mod:`handbook.evaluation.win_rate`; the judge prompts in
+:mod:`handbook.evaluation.judge_prompts`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+import uuid
+from collections import defaultdict
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from ..core.backends import ChatBackend, Sampling, chat_with_errors
+from ..core.data import read_jsonl
+from ..core.runner import CallCache
+from .judge_prompts import load_judge_prompts
+
+CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
+# FastChat's sampling temperature per category
+TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
+               "reasoning": 0.0, "stem": 0.1, "humanities": 0.1}
+NEED_REFERENCE = ("math", "reasoning", "coding")
+
+
+def load_questions(path) -> list[dict]:
+    """FastChat's ``question.jsonl``; each row checked for ``question_id``, ``category`` and two ``turns``."""
+    questions = read_jsonl(path)
+    for n, q in enumerate(questions):
+        for key in ("question_id", "category", "turns"):
+            if key not in q:
+                raise ValueError(f"{path}, question {n}: field '{key}' is missing")
+        if not isinstance(q["turns"], list) or not q["turns"] or not all(isinstance(t, str) for t in q["turns"]):
+            raise ValueError(f"{path}, question {q['question_id']}: field 'turns' must be a list of strings")
+    return questions
+
+
+def load_reference_answers(path) -> dict[int, list[str]]:
+    """FastChat's ``reference_answer/<model>.jsonl`` → ``{question_id: [turn 1, turn 2]}``."""
+    return {r["question_id"]: r["choices"][0]["turns"] for r in read_jsonl(path)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers
+# ---------------------------------------------------------------------------------------------
+def generate_answers(questions: Sequence[dict], backend: ChatBackend, model_id: str, max_new_tokens: int = 1024,
+                     seed: int = 0, cache_path=None, progress: bool = True) -> list[dict]:
+    """Two-turn answers in FastChat's ``model_answer`` format, one row per question.
+
+    Questions are batched by category (each category has its temperature); turn 2 sees the
+    question, the model's own first answer and the follow-up.
+    """
+    meta = {"model_id": model_id, "backend": backend.name, "max_new_tokens": max_new_tokens, "seed": seed,
+            "questions": [q["question_id"] for q in questions]}
+    cache = CallCache(cache_path, meta, ("question_id", "turn")) if cache_path else None
+    done = {k: r["content"] for k, r in cache.records.items()} if cache else {}
+    n_turns = max(len(q["turns"]) for q in questions)
+    bar = tqdm(total=sum(len(q["turns"]) for q in questions), desc=f"answers of {model_id}", disable=not progress,
+               initial=len(done))
+    for turn in range(n_turns):
+        by_temperature = defaultdict(list)
+        for q in questions:
+            if turn < len(q["turns"]) and (q["question_id"], turn) not in done:
+                by_temperature[TEMPERATURE.get(q["category"], 0.7)].append(q)
+        for temperature, qs in sorted(by_temperature.items()):
+            conversations = []
+            for q in qs:
+                conv = []
+                for t in range(turn):
+                    conv += [{"role": "user", "content": q["turns"][t]},
+                             {"role": "assistant", "content": done[(q["question_id"], t)]}]
+                conversations.append(conv + [{"role": "user", "content": q["turns"][turn]}])
+            replies = backend.chat(conversations, Sampling(temperature, 1.0, max_new_tokens, seed + turn))
+            records = [{"question_id": q["question_id"], "turn": turn, "content": r} for q, r in zip(qs, replies)]
+            for r in records:
+                done[(r["question_id"], r["turn"])] = r["content"]
+            if cache:
+                cache.append(records)
+            bar.update(len(records))
+    bar.close()
+    return [{"question_id": q["question_id"], "answer_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{model_id}/{q['question_id']}").hex,
+             "model_id": model_id, "choices": [{"index": 0, "turns": [done[(q["question_id"], t)]
+                                                                      for t in range(len(q["turns"]))]}],
+             "tstamp": time.time()} for q in questions]
+
+
+# ---------------------------------------------------------------------------------------------
+# Single-answer grading
+# ---------------------------------------------------------------------------------------------
+_RATING_PATTERNS = [
+    re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]"),                       # [[7]], [[7.5]]
+    re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]"),                           # [7]
+    re.compile(r"rating\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)(?:\s*/\s*10)?", re.IGNORECASE),  # Rating: 7, rating: 7/10
+]
+
+
+def extract_rating(judgment: str) -> float:
+    """The 1-10 rating in a judge's reply, or -1 when there is none (FastChat's convention).
+
+    ``[[rating]]`` is what the prompt asks for; ``[rating]`` and ``Rating: 7`` are what judges also
+    write. The last match of the first pattern that matches wins (a judge may quote the format
+    first); a value outside 1-10 counts as none.
+    """
+    for pattern in _RATING_PATTERNS:
+        matches = pattern.findall(judgment or "")
+        if matches:
+            value = float(matches[-1])
+            return value if 1 <= value <= 10 else -1.0
+    return -1.0
+
+
+def render_single(question: dict, answer: dict, turn: int, prompts: dict[str, dict],
+                  references: dict[int, list[str]] | None = None) -> tuple[str, list[dict]]:
+    """(prompt name, chat messages) to grade ``turn`` (0 or 1) of ``answer`` to ``question``."""
+    needs_ref = question["category"] in NEED_REFERENCE
+    ref = (references or {}).get(question["question_id"]) or question.get("reference")
+    if needs_ref and not ref:
+        raise ValueError(f"question {question['question_id']} ({question['category']}) needs a reference answer")
+    name = ("single-math-v1" if needs_ref else "single-v1") + ("-multi-turn" if turn == 1 else "")
+    p = prompts[name]
+    turns = answer["choices"][0]["turns"]
+    if turn == 0:
+        fields = {"question": question["turns"][0], "answer": turns[0]}
+        if needs_ref:
+            fields["ref_answer_1"] = ref[0]
+    else:
+        fields = {"question_1": question["turns"][0], "answer_1": turns[0],
+                  "question_2": question["turns"][1], "answer_2": turns[1]}
+        if needs_ref:
+            fields.update(ref_answer_1=ref[0], ref_answer_2=ref[1])
+    messages = [{"role": "system", "content": p["system_prompt"]},
+                {"role": "user", "content": p["prompt_template"].format(**fields)}]
+    return name, messages
+
+
+def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: ChatBackend, judge_model: str,
+                  prompts: dict[str, dict] | None = None, references=None, cache_path=None,
+                  max_new_tokens: int = 2048, progress: bool = True) -> list[dict]:
+    """FastChat ``model_judgment`` rows (single grading) for every answered turn; greedy judge."""
+    prompts = prompts or load_judge_prompts()
+    by_id = {q["question_id"]: q for q in questions}
+    items = []
+    for a in answers:
+        q = by_id[a["question_id"]]
+        for turn in range(len(q["turns"])):
+            name, messages = render_single(q, a, turn, prompts, references)
+            items.append((a["model_id"], q["question_id"], turn + 1, name, messages))
+    meta = {"judge": judge_model, "backend": judge.name,
+            "answers_sha256": _sha([a["choices"][0]["turns"] for a in answers])}
+    cache = CallCache(cache_path, meta, ("model", "question_id", "turn")) if cache_path else None
+    done = dict(cache.records) if cache else {}
+    todo = [it for it in items if (it[0], it[1], it[2]) not in done]
+    bar = tqdm(total=len(items), desc="MT-Bench judgments", disable=not progress, initial=len(items) - len(todo))
+    for start in range(0, len(todo), 64):
+        chunk = todo[start:start + 64]
+        replies = chat_with_errors(judge, [m for *_, m in chunk], Sampling(0.0, 1.0, max_new_tokens, 0))
+        records = []
+        for (model, qid, turn, name, messages), reply in zip(chunk, replies):
+            judgment = f"ERROR: {reply}" if isinstance(reply, Exception) else reply
+            records.append({"question_id": qid, "model": model, "judge": [judge_model, name],
+                            "user_prompt": messages[1]["content"], "judgment": judgment,
+                            "score": extract_rating(judgment), "turn": turn, "tstamp": time.time()})
+        for r in records:
+            done[(r["model"], r["question_id"], r["turn"])] = r
+        if cache:
+            cache.append(records)
+        bar.update(len(records))
+    bar.close()
+    return [done[(m, q, t)] for m, q, t, *_ in items]
+
+
+def _sha(obj) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def aggregate(judgments: Sequence[dict], questions: Sequence[dict]) -> dict:
+    """Mean score per model overall, per turn and per category (failed extractions, score -1, left out
+    and counted)."""
+    category = {q["question_id"]: q["category"] for q in questions}
+    by_model = defaultdict(list)
+    for j in judgments:
+        by_model[j["model"]].append(j)
+    out = {}
+    for model, js in by_model.items():
+        ok = [j for j in js if j["score"] != -1]
+        mean = lambda xs: round(statistics.mean(xs), 3) if xs else None  # noqa: E731
+        out[model] = {
+            "score": mean([j["score"] for j in ok]),
+            "turn_1": mean([j["score"] for j in ok if j["turn"] == 1]),
+            "turn_2": mean([j["score"] for j in ok if j["turn"] == 2]),
+            "by_category": {c: mean([j["score"] for j in ok if category[j["question_id"]] == c])
+                            for c in CATEGORIES if any(category[j["question_id"]] == c for j in ok)},
+            "judged": len(js), "failed": len(js) - len(ok),
+        }
+    return out
+
+

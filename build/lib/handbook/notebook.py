@@ -1,0 +1,44 @@
+"""Small helpers notebooks share: where outputs go, and the metrics each notebook records.
+
+Each notebook writes ``metrics.json`` into its ``output_dir``: the values it asserts. The
+tutorial runner gathers them into ``summary.json`` and the papermill tests assert on them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+METRICS_FILE = "metrics.json"
+
+
+def prepare_output_dir(output_dir: str | Path) -> Path:
+    path = Path(output_dir).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def record_metrics(output_dir: str | Path, **metrics) -> dict:
+    """Merge ``metrics`` into ``output_dir/metrics.json`` and return the whole record.
+
+    Values must be JSON numbers, strings, booleans or lists/dicts of them; NaN and infinity are
+    refused, since a metric that is not a number should fail loudly, not turn into ``null``.
+    """
+    path = prepare_output_dir(output_dir) / METRICS_FILE
+    record = json.loads(path.read_text()) if path.exists() else {}
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"metric {key!r} is {value}")
+        if hasattr(value, "item"):  # numpy / torch scalars
+            value = value.item()
+        record[key] = value
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def read_metrics(output_dir: str | Path) -> dict:
+    path = Path(output_dir) / METRICS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: the notebook recorded no metrics")
+    return json.loads(path.read_text())

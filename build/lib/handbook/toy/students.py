@@ -1,0 +1,98 @@
+"""Trained toy students, built once and cached, for the stages after dSFT.
+
+Notebook 02 teaches dSFT by training a student in front of the reader. The later stages need such a
+student too (the AIF pool samples from it; dDPO starts from it), and a weaker one (the same run
+after 100 of its 400 steps) for the pool. ``toy_students()`` trains them with the toy recipe on
+first use, keeps them in the cache next to the toy base, and reuses them afterwards; any change to
+the recipe or to the toy base gives a new fingerprint and a new build. Notebook 02's toy run is that
+same run, so :func:`cached_student_for` lets it reuse the cached student (and its logs) instead of
+training the same 400 steps a second time on a machine that already has them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from ..core.configs import read_recipe, recipe_path
+from ..core.distributed import main_process_first, world_size
+from ..core.models import ModelArguments
+from ..dsft.training import SFTDataArguments, train
+from .build import build_once, default_cache_dir, toy_base_path
+from .dialogues import toy_sft_datasets
+
+RECIPE = recipe_path("toy/sft/config.yaml")
+EARLY_STEP = 100
+BUILD_VERSION = b"2"  # 2: the build evaluates as the recipe says, so its logs are the notebook's
+# What decides the student's weights: a run that matches these is the cached run.
+_TRAINING_FIELDS = ("max_steps", "num_train_epochs", "seed", "data_seed", "learning_rate", "lr_scheduler_type",
+                    "warmup_steps", "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps",
+                    "max_length", "packing", "assistant_only_loss", "train_sampling_strategy", "optim")
+_DATA_FIELDS = ("dataset_name", "toy_prompts_per_category", "toy_replies_per_prompt", "toy_eval_prompts_per_category",
+                "toy_data_seed")
+
+
+TOY_MODEL_NAMES = ("toy", "toy-dsft", "toy-dsft-early")
+
+
+def resolve_toy_name(name: str | None) -> str | None:
+    """``toy`` → the toy base; ``toy-dsft`` / ``toy-dsft-early`` → the cached students (trained by rank 0
+    on first use); any other name or path unchanged."""
+    if name == "toy":
+        return str(toy_base_path())
+    if name in ("toy-dsft", "toy-dsft-early"):
+        with main_process_first():
+            return toy_students()["dsft" if name == "toy-dsft" else "dsft_early"]
+    return name
+
+
+def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.PathLike = RECIPE) -> dict[str, str]:
+    """``{"dsft": <dir>, "dsft_early": <dir>}``: the toy dSFT student and its step-100 checkpoint."""
+    from trl import SFTConfig
+
+    base = toy_base_path(cache_dir=cache_dir)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    fp = hashlib.sha256(Path(recipe).read_bytes() + base.name.encode() + BUILD_VERSION).hexdigest()[:12]
+    target = root / f"toy-dsft-{fp}"
+    paths = {"dsft": str(target / "final"), "dsft_early": str(target / "early")}
+    if (target / "BUILD_OK").exists():
+        return paths
+    if world_size() > 1:
+        raise RuntimeError(
+            "the toy students are not built yet, and they cannot be trained inside a multi-process launch: build them "
+            "first with `python -c 'from handbook.toy.students import toy_students; toy_students()'`")
+
+    def build(tmp: Path) -> None:
+        model_args, data_args, training_args = read_recipe(
+            recipe, [ModelArguments, SFTDataArguments, SFTConfig], output_dir=str(tmp / "final"),
+            save_strategy="steps", save_steps=EARLY_STEP, save_only_model=True)
+        model_args.model_name_or_path = str(base)
+        data_args.toy_data_dir = str(tmp / "data")
+        train_ds, eval_ds, _ = toy_sft_datasets(data_args)
+        train(model_args, data_args, training_args, datasets=(train_ds, eval_ds))
+        os.replace(tmp / "final" / f"checkpoint-{EARLY_STEP}", tmp / "early")
+        for ckpt in (tmp / "final").glob("checkpoint-*"):
+            shutil.rmtree(ckpt)
+
+    build_once(target, build)
+    return paths
+
+
+def cached_student_for(model_args, data_args, training_args, recipe: str | os.PathLike = RECIPE) -> str | None:
+    """The cached toy dSFT student's directory if ``(model_args, data_args, training_args)`` would train
+    exactly it (same base, data and every training field that decides the weights), else ``None``.
+
+    Notebook 02 uses it so that the reader's run and the students' build are one run, not two.
+    """
+    from trl import SFTConfig
+
+    ref_model, ref_data, ref_training = read_recipe(recipe, [ModelArguments, SFTDataArguments, SFTConfig])
+    if resolve_toy_name(model_args.model_name_or_path) != resolve_toy_name(ref_model.model_name_or_path):
+        return None
+    if any(getattr(data_args, f) != getattr(ref_data, f) for f in _DATA_FIELDS):
+        return None
+    if any(getattr(training_args, f) != getattr(ref_training, f) for f in _TRAINING_FIELDS):
+        return None
+    return toy_students()["dsft"]
