@@ -2,14 +2,14 @@
 
 Two measurements, each on the same single-turn toy-world prompts:
 
-a) the local backend (:class:`handbook.backends.TransformersBackend`): one request at a time
+a) the local backend (:class:`handbook.core.backends.TransformersBackend`): one request at a time
    (``batch_size=1``) against batched, left-padded generation, greedy, a fixed ``max_new_tokens``,
    for the toy dSFT student and a random-init Mistral-architecture model of tens of millions of
    parameters (``--hidden/--layers/--intermediate/--heads/--kv-heads``, the toy tokenizer).
    Generated tokens are counted from ``model.generate``'s output: each row's new tokens up to and
    including its first end-of-sequence token (padding after it is not counted). A correctness
    column says whether the batched replies equal the one-at-a-time replies.
-b) the HTTP backend (:class:`handbook.backends.OpenAIBackend`) against llama.cpp's server
+b) the HTTP backend (:class:`handbook.core.backends.OpenAIBackend`) against llama.cpp's server
    (``handbook.tools.serving``, the SmolLM2-135M GGUF): concurrency 1 against 4; tokens are the
    server's ``usage.completion_tokens``. ``llama_cpp.server`` answers one request at a time (one
    model context behind a lock, no parallel slots), so concurrency can only overlap HTTP overhead.
@@ -97,7 +97,7 @@ def recording_generate(model, eos_token_id):
 
 def bench_local(model, tokenizer, conversations, max_new_tokens: int, batch_sizes: Sequence[int]) -> list[dict]:
     """One row per batch size (1 first): prompts, new tokens, seconds, tokens/s, speedup, same replies."""
-    from handbook.backends import Sampling, TransformersBackend
+    from handbook.core.backends import Sampling, TransformersBackend
 
     sampling = Sampling(temperature=0.0, max_new_tokens=max_new_tokens, seed=0)
     sizes = sorted({1, *batch_sizes})
@@ -164,7 +164,7 @@ def usage_meter(backend):
 
 def bench_http(conversations, max_new_tokens: int, concurrencies: Sequence[int], n_threads: int = 2) -> dict:
     """Rows per concurrency (1 first) against a fresh llama.cpp server, or ``{"skipped": reason}``."""
-    from handbook.backends import OpenAIBackend, Sampling
+    from handbook.core.backends import OpenAIBackend, Sampling
     from handbook.tools.serving import llama_cpp_server, unavailable_reason
 
     reason = unavailable_reason()

@@ -14,16 +14,19 @@ token ids. Three benchmarks, each on a freshly built model:
   ``--dpo-batch-size`` pairs drawn at random, chosen and rejected rows concatenated and right-padded to
   the batch's longest row, and a **live reference model** (a frozen copy, forward under ``no_grad``
   on every step).
-* **dpo_handbook** — dDPO as the handbook runs it: **length-grouped batches** (random mega-batches of
-  50 batches, sorted by length within each, batch order shuffled) and **precomputed reference
-  log-probabilities** (one forward-only pass over every pair before training, timed separately).
+* **dpo_handbook** — dDPO as the handbook runs it: **length-grouped batches** drawn by the very sampler
+  ``HandbookDPOTrainer`` trains with (``handbook.ddpo.batching.length_grouped_sampler``: transformers'
+  ``LengthGroupedSampler`` — a seeded random permutation cut into mega-batches of up to 50 batches,
+  each sorted by length, the longest batch first) and **precomputed reference log-probabilities**
+  (one forward-only pass over every pair before training, timed separately, in the trainer's order:
+  ``handbook.ddpo.batching.reference_pass_order``, longest pair first).
 
 The synthetic preference set has ``--pairs`` pairs; a row (prompt + reply) has a lognormal-like
 length with mean ``--dpo-mean-len`` (default 0.44 · seq-len = 900 at 2048) and CV 0.6 before the
 cap at ``--seq-len``: a lognormal prompt (~30 % of the tokens) shared by the chosen and rejected rows
-plus an independent lognormal reply for each. The log-probs are
-summed over reply tokens and the loss is the handbook's Eq. 1 (``handbook/dpo_math.py``):
-``-logsigmoid(beta * ((pc - rc) - (pr - rr)))``.
+plus an independent lognormal reply for each. Every dDPO forward is the handbook's own code,
+``handbook.ddpo.objective``: ``sequence_logps`` (log-probs summed over reply tokens) and
+``dpo_batch`` (Eq. 1, ``-logsigmoid(beta * ((pc - rc) - (pr - rr)))``, beta 0.1).
 
 FLOPs conventions
 -----------------
@@ -48,7 +51,8 @@ Whole-run real tokens/s = real tokens · epochs / (reference pass + epochs · ep
 
 Running it
 ----------
-On the GPU machine (torch + transformers only; no TRL, no datasets, no network), from the repo root::
+On the GPU machine (torch + transformers, and this checkout's ``handbook`` package, which the script
+finds beside it when it is not installed; no TRL, no datasets, no network), from the repo root::
 
     python3 bench/gpu_bench.py --out $OUT/gpu_bench.json
 
@@ -74,9 +78,17 @@ import random
 import sys
 import time
 import traceback
+from importlib.util import find_spec
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+if find_spec("handbook") is None:  # run as `python bench/gpu_bench.py` from a checkout, not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# The code that ships: needs torch and transformers only (no TRL, no datasets).
+from handbook.ddpo.batching import length_grouped_sampler, reference_pass_order  # noqa: E402
+from handbook.ddpo.objective import dpo_batch, sequence_logps  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # model
@@ -289,27 +301,34 @@ def make_pairs(n_pairs: int, max_len: int, mean_len: float, cv: float, prompt_sh
 
 
 def pair_len(data: dict, i: int) -> int:
+    """Tokens the pair occupies in a padded batch: prompt + the longer reply (``pair_lengths``' measure)."""
     return max(data["chosen_len"][i], data["rejected_len"][i])
+
+
+def pair_lengths(data: dict) -> list[int]:
+    return [pair_len(data, i) for i in range(len(data["chosen_len"]))]
+
+
+def chunks(order, bs: int) -> list[list[int]]:
+    order = [int(i) for i in order]
+    return [order[i:i + bs] for i in range(0, len(order), bs)]
 
 
 def random_batches(n: int, bs: int, seed: int) -> list[list[int]]:
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
-    return [idx[i:i + bs] for i in range(0, n, bs)]
+    return chunks(idx, bs)
 
 
-def length_grouped_batches(data: dict, bs: int, seed: int, mega: int = 50) -> list[list[int]]:
-    """Random mega-batches of ``mega`` batches, sorted by pair length within each, batch order shuffled."""
-    rng = random.Random(seed)
-    n = len(data["chosen_len"])
-    idx = list(range(n))
-    rng.shuffle(idx)
-    batches = []
-    for m in range(0, n, mega * bs):
-        chunk = sorted(idx[m:m + mega * bs], key=lambda i: pair_len(data, i), reverse=True)
-        batches += [chunk[i:i + bs] for i in range(0, len(chunk), bs)]
-    rng.shuffle(batches)
-    return batches
+def handbook_batches(data: dict, bs: int, seed: int) -> list[list[int]]:
+    """One epoch's batches as ``HandbookDPOTrainer`` draws them on one process (global batch = ``bs``):
+    its sampler's order, cut by the data loader into consecutive batches of ``bs`` (the last may be short)."""
+    return chunks(length_grouped_sampler(pair_lengths(data), bs, seed), bs)
+
+
+def reference_batches(data: dict, bs: int) -> list[list[int]]:
+    """The precomputed reference pass as ``HandbookDPOTrainer`` runs it: pairs longest first, in batches of ``bs``."""
+    return chunks(reference_pass_order(pair_lengths(data)), bs)
 
 
 def batch_stats(data: dict, batch: list[int]) -> tuple[int, int]:
@@ -338,18 +357,6 @@ def collate(data: dict, batch: list[int], device: torch.device) -> dict:
             "completion_mask": completion.to(device)}
 
 
-def sequence_logps(model, batch: dict) -> torch.Tensor:
-    """Sum over reply tokens of log π(token | prefix), one value per row (as handbook.ddpo.objective)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    token_logps = logps.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
-    return (token_logps * batch["completion_mask"][:, 1:]).sum(dim=1)
-
-
-def dpo_loss(pc, pr, rc, rr, beta: float = BETA) -> torch.Tensor:
-    return -F.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()
-
-
 # --------------------------------------------------------------------------------------------
 # dDPO benchmarks
 
@@ -358,26 +365,21 @@ def _dpo_train(args, config, device, data, batches, model, fwd, ref_fwd, ref_log
     """Warm-up (longest batch first) then timed steps; returns timings and token counts."""
     opt = make_optimizer(model, device)
     longest = max(range(len(batches)), key=lambda b: batch_stats(data, batches[b])[1])
-    order = [longest] + [b for b in range(len(batches)) if b != longest]
-    n_run = min(len(order), args.dpo_warmup + args.dpo_steps)
+    n_run = min(len(batches), args.dpo_warmup + args.dpo_steps)
     if n_run <= args.dpo_warmup:
         raise ValueError(f"--pairs too small: {len(batches)} batches for {args.dpo_warmup} warm-up + "
                          f"{args.dpo_steps} timed steps")
-    order = order[:n_run]
+    # The longest batch, then a seeded random sample of the epoch's other batches: the sampler's own order
+    # runs through sorted mega-batches, so its first batches would not stand for the epoch.
+    others = [b for b in range(len(batches)) if b != longest]
+    order = [longest] + random.Random(args.seed + 5).sample(others, n_run - 1)
     collated = [collate(data, batches[b], device) for b in order]  # made before timing
     if ref_logps is not None:
         idx = [torch.tensor(batches[b], device=device) for b in order]
         pre = [(ref_logps[0][i], ref_logps[1][i]) for i in idx]
 
-    def step(k):
-        batch = collated[k]
-        pc, pr = sequence_logps(fwd, batch).chunk(2)
-        if ref_logps is None:
-            with torch.no_grad():
-                rc, rr = sequence_logps(ref_fwd, batch).chunk(2)
-        else:
-            rc, rr = pre[k]
-        loss = dpo_loss(pc, pr, rc, rr)
+    def step(k):  # Eq. 1 as handbook.ddpo.objective computes it: a live reference, or the precomputed log-probs
+        loss = dpo_batch(fwd, ref_fwd, collated[k], BETA, ref_logps=None if ref_logps is None else pre[k]).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -454,24 +456,24 @@ def bench_dpo_default(args, config, device, dtype, peak_tflops, counts, data) ->
 
 def bench_dpo_handbook(args, config, device, dtype, peak_tflops, counts, data) -> dict:
     """The handbook: length-grouped batches, reference log-probs precomputed once (6N + 2N once)."""
-    batches = length_grouped_batches(data, args.dpo_batch_size, args.seed + 3)
+    batches = handbook_batches(data, args.dpo_batch_size, args.seed + 3)
     model = build_model(config, device, dtype, args.seed, args.grad_ckpt)
     fwd = maybe_compile(model, args.compile)
     n = counts["n_params_flops"]
 
-    # Reference pass: the same (initial) weights, forward only, over every pair, length-grouped.
-    ref_batches = length_grouped_batches(data, args.ref_batch_size or args.dpo_batch_size, args.seed + 4)
+    # Reference pass: the same (initial) weights, forward only, over every pair, longest first.
+    ref_batches = reference_batches(data, args.ref_batch_size or args.dpo_batch_size)
     rc_all = torch.zeros(args.pairs, device=device, dtype=torch.float32)
     rr_all = torch.zeros(args.pairs, device=device, dtype=torch.float32)
     model.eval()
     reset_peak(device)
     with torch.no_grad():
         for b in ref_batches[:2]:  # kernel warm-up, untimed
-            sequence_logps(fwd, collate(data, b, device))
+            sequence_logps(fwd, **collate(data, b, device))
         sync(device)
         t0 = time.perf_counter()
         for b in ref_batches:
-            rc, rr = sequence_logps(fwd, collate(data, b, device)).chunk(2)
+            rc, rr = sequence_logps(fwd, **collate(data, b, device)).chunk(2)
             idx = torch.tensor(b, device=device)
             rc_all[idx] = rc
             rr_all[idx] = rr

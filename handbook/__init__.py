@@ -1,13 +1,18 @@
 """The Zephyr alignment handbook: dSFT → AI feedback → dDPO → evaluation, from toy size to 7B.
 
-Modules, one idea each:
+The package mirrors the paper, one sub-package per stage, a core below them and the toy world above:
 
-* ``handbook.toy`` — the offline toy world (task domain, teacher, rubric judge, tokenizer, base model)
-* ``handbook.models`` — the one loading path for models and tokenizers (dtype, 4-bit, LoRA, chat template)
-* ``handbook.chat_templates`` — Zephyr's chat template with generation markers
-* ``handbook.generation`` — batched chat generation with a local model
-* ``handbook.tiers`` — toy / small / full
-* ``handbook.notebook`` and ``handbook.tutorial`` — notebook metrics and the papermill runner
+* ``handbook.dsft`` — dSFT: teacher-written dialogues (``dialogues``), ultrachat_200k's ``filters``, ``training``
+* ``handbook.aif`` — AIF: the response ``pool``, UltraFeedback-style ``rating``, ``binarize``, ``ultrafeedback``
+* ``handbook.ddpo`` — dDPO: Eq. 1 (``objective``), length-aware ``batching``, ``training``
+* ``handbook.evaluation`` — ``mt_bench``, ``win_rate``, ``judge_prompts``, ``plots``
+* ``handbook.core`` — what every stage stands on: ``models``, ``backends``, ``generation``, ``configs``,
+  the resumable ``runner``, ``data``, ``distributed``; it knows no stage and no toy
+* ``handbook.toy`` — the offline toy world and every toy stand-in (teacher, judges, data, students)
+* on top: the entry points (``python -m handbook.sft`` / ``dpo`` / ``dsft_data`` / ``aif`` / ``evaluate``),
+  ``handbook.tiers`` (the tier table), ``handbook.tutorial`` and ``handbook.notebook``, ``handbook.tools``
+
+Imports flow one way: toy world → stages → core (``tests/test_architecture.py``).
 """
 
 import logging

@@ -11,10 +11,7 @@ from the newest checkpoint in ``output_dir``. Notebook 04 calls :func:`train`, t
 
 from __future__ import annotations
 
-import logging
-
-from .core.configs import parse_config
-from .core.distributed import finish
+from .core.cli import run_training_cli
 from .core.models import ModelArguments
 from .ddpo import training
 from .ddpo.training import DPODataArguments
@@ -33,12 +30,7 @@ def train(model_args: ModelArguments, data_args: DPODataArguments, training_args
 def main(argv: list[str] | None = None) -> None:
     from trl import DPOConfig
 
-    model_args, data_args, training_args = parse_config([ModelArguments, DPODataArguments, DPOConfig], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    trainer = train(model_args, data_args, training_args)
-    if trainer.accelerator.is_main_process:
-        print(f"dDPO model saved to {training_args.output_dir}")
-    finish(trainer)
+    run_training_cli([ModelArguments, DPODataArguments, DPOConfig], train, "dDPO model", argv)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,34 @@
 """Evaluate any model with any judge from the command line.
 
     # MT-Bench: FastChat's files (the full tier downloads them), a GPT-4-class judge over HTTP
-    python -m handbook.evaluate mt-bench --model data/zephyr-7b-dpo-full --model-id zephyr \
-        --questions question.jsonl --judge-prompts judge_prompts.jsonl --reference-answers gpt-4.jsonl \
-        --judge-base-url https://api.openai.com/v1 --judge-model gpt-4 --output-dir runs/mt_bench
+    python -m handbook.evaluate mt-bench --model data/zephyr-7b-dpo-full --model_id zephyr \
+        --questions question.jsonl --judge_prompts judge_prompts.jsonl --reference_answers gpt-4.jsonl \
+        --judge_base_url https://api.openai.com/v1 --judge_model gpt-4 --output_dir runs/mt_bench
 
     # the toy tier: the toy MT-Bench set and the toy rubric judge, offline
-    python -m handbook.evaluate mt-bench --model toy-dsft --model-id dsft --output-dir runs/mt_bench_toy
+    python -m handbook.evaluate mt-bench --model toy-dsft --model_id dsft --output_dir runs/mt_bench_toy
 
     # AlpacaEval-style win rate of one model against a reference model (both orders judged)
-    python -m handbook.evaluate win-rate --model A --reference-model B --prompts prompts.txt ...
+    python -m handbook.evaluate win-rate --model A --reference_model B --prompts prompts.txt ...
 
-Outputs follow FastChat's layout: ``<output-dir>/model_answer/<model-id>.jsonl`` and
-``<output-dir>/model_judgment/<judge>_single.jsonl`` (FastChat's ``show_result.py`` reads them),
+Options are ``--key value`` (or ``--config FILE`` with the same keys in YAML), parsed and checked by
+:mod:`handbook.core.configs` into :class:`MTBenchArguments` / :class:`WinRateArguments`.
+
+Outputs follow FastChat's layout: ``<output_dir>/model_answer/<model_id>.jsonl`` and
+``<output_dir>/model_judgment/<judge>_single.jsonl`` (FastChat's ``show_result.py`` reads them),
 plus ``results.json`` with the mean score per turn and per category.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.backends import OpenAIBackend, Sampling, TransformersBackend
-from .core.data import read_jsonl, write_jsonl
+from .core.configs import ConfigError, parse_command
+from .core.data import read_jsonl, read_prompts, write_jsonl
 from .core.models import ModelArguments
 from .evaluation.judge_prompts import load_judge_prompts
 from .evaluation.mt_bench import aggregate, generate_answers, judge_answers, load_questions, load_reference_answers
@@ -44,7 +48,7 @@ def judge_backend(base_url: str | None, model: str | None, api_key_env: str, max
     if base_url is None:
         return ToyMTJudge(), "toy-rubric"
     if not model:
-        raise SystemExit("--judge-model is required with --judge-base-url")
+        raise ConfigError("--judge_model is required with --judge_base_url")
     return OpenAIBackend(base_url, model, api_key_env=api_key_env, max_concurrency=max_concurrency), model
 
 
@@ -68,30 +72,59 @@ def run_mt_bench(model: str, model_id: str, output_dir: str, questions_path=None
     return results
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m handbook.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("mt-bench", "win-rate"):
-        p = sub.add_parser(name)
-        p.add_argument("--model", required=True, help="model directory, hub id, or toy / toy-dsft")
-        p.add_argument("--output-dir", required=True)
-        p.add_argument("--judge-base-url", help="OpenAI-compatible judge endpoint (default: the toy rubric judge)")
-        p.add_argument("--judge-model")
-        p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the judge's key")
-        p.add_argument("--max-concurrency", type=int, default=8)
-        p.add_argument("--max-new-tokens", type=int, default=1024)
-    mt = sub.choices["mt-bench"]
-    mt.add_argument("--model-id", help="name in the output files (default: the model path's last part)")
-    mt.add_argument("--questions", help="FastChat question.jsonl (default: the toy MT-Bench set)")
-    mt.add_argument("--judge-prompts", help="FastChat judge_prompts.jsonl (default: the handbook's own)")
-    mt.add_argument("--reference-answers", help="FastChat reference_answer/gpt-4.jsonl")
-    wr = sub.choices["win-rate"]
-    wr.add_argument("--reference-model", required=True)
-    wr.add_argument("--prompts", help="a text file, one prompt per line (default: held-out toy prompts)")
-    args = parser.parse_args(argv)
+@dataclass
+class JudgeArguments:
+    """The judge and generation options both commands share."""
 
-    if args.command == "mt-bench":
+    judge_base_url: str | None = field(
+        default=None, metadata={"help": "OpenAI-compatible judge endpoint (default: the toy rubric judge)."})
+    judge_model: str | None = field(default=None, metadata={"help": "The judge's model name (with judge_base_url)."})
+    api_key_env: str = field(default="OPENAI_API_KEY",
+                             metadata={"help": "Environment variable holding the judge's key."})
+    max_concurrency: int = field(default=8, metadata={"help": "Judge requests in flight at once (>= 1)."})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of one answer (>= 1)."})
+
+    def __post_init__(self):
+        if self.judge_base_url and not self.judge_model:
+            raise ConfigError("`judge_model` is required with `judge_base_url`")
+        for key in ("max_concurrency", "max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"`{key}`: invalid value {getattr(self, key)}; must be at least 1")
+
+
+@dataclass(kw_only=True)
+class MTBenchArguments(JudgeArguments):
+    """``python -m handbook.evaluate mt-bench``: answer MT-Bench's questions, have the judge grade them."""
+
+    model: str = field(metadata={"help": "Model directory, hub id, or toy / toy-dsft."})
+    output_dir: str = field(metadata={"help": "Where model_answer/, model_judgment/ and results-<model_id>.json go."})
+    model_id: str | None = field(default=None,
+                                 metadata={"help": "Name in the output files (default: the model path's last part)."})
+    questions: str | None = field(default=None,
+                                  metadata={"help": "FastChat question.jsonl (default: the toy MT-Bench set)."})
+    judge_prompts: str | None = field(
+        default=None, metadata={"help": "FastChat judge_prompts.jsonl (default: the handbook's own)."})
+    reference_answers: str | None = field(default=None, metadata={"help": "FastChat reference_answer/gpt-4.jsonl."})
+
+
+@dataclass(kw_only=True)
+class WinRateArguments(JudgeArguments):
+    """``python -m handbook.evaluate win-rate``: AlpacaEval-style win rate of a model against a reference model."""
+
+    model: str = field(metadata={"help": "Model directory, hub id, or toy / toy-dsft."})
+    reference_model: str = field(metadata={"help": "The model to compare against (same forms as `model`)."})
+    output_dir: str = field(metadata={"help": "Where pairwise_judgments.jsonl goes."})
+    prompts: str | None = field(
+        default=None, metadata={"help": "A text file, one prompt per line (default: held-out toy prompts)."})
+
+
+COMMANDS = {"mt-bench": [MTBenchArguments], "win-rate": [WinRateArguments]}
+
+
+def main(argv=None) -> None:
+    command, (args,) = parse_command(COMMANDS, list(sys.argv[1:] if argv is None else argv),
+                                     prog="python -m handbook.evaluate", description=__doc__)
+    if command == "mt-bench":
         model_id = args.model_id or Path(args.model.rstrip("/")).name
         results = run_mt_bench(args.model, model_id, args.output_dir, args.questions, args.judge_prompts,
                                args.reference_answers, args.judge_base_url, args.judge_model, args.api_key_env,
@@ -99,7 +132,7 @@ def main(argv=None) -> None:
         print(json.dumps({model_id: results}, indent=2))
     else:
         if args.prompts:
-            prompts = [x for x in Path(args.prompts).read_text().splitlines() if x.strip()]
+            prompts = read_prompts(args.prompts)
         else:
             prompts = [p.text for p in world.sample_prompts(12, "heldout", 0)]
         convs = [[{"role": "user", "content": p}] for p in prompts]

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from .core.configs import parse_config
-from .core.distributed import finish
+from .core.cli import run_training_cli
 from .core.models import ModelArguments
 from .dsft import training
 from .dsft.training import SFTDataArguments
@@ -37,12 +36,7 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
 def main(argv: list[str] | None = None) -> None:
     from trl import SFTConfig
 
-    model_args, data_args, training_args = parse_config([ModelArguments, SFTDataArguments, SFTConfig], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    trainer = train(model_args, data_args, training_args)
-    if trainer.accelerator.is_main_process:
-        print(f"dSFT model saved to {training_args.output_dir}")
-    finish(trainer)
+    run_training_cli([ModelArguments, SFTDataArguments, SFTConfig], train, "dSFT model", argv)
 
 
 if __name__ == "__main__":

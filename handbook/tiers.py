@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core.configs import recipe_path
+from .core.data import read_prompts
 from .core.models import ModelArguments
 from .ddpo.training import DPODataArguments, load_dpo_datasets
-from .dsft.dialogues import load_seed_prompts
 from .dsft.training import SFTDataArguments, load_sft_datasets
 from .toy.dialogues import toy_sft_datasets
 from .toy.preferences import toy_dpo_datasets
@@ -200,4 +200,4 @@ def prompts_from(source: str, toy_prompts_per_category: int = 150, seed: int = 0
         from .toy import world
 
         return [p.text for p in world.sample_prompts(toy_prompts_per_category, split, seed, allow_fewer=True)]
-    return load_seed_prompts(source)
+    return read_prompts(source)

@@ -3,12 +3,11 @@ tier table on top, and no import cycle anywhere in ``handbook/`` (read from the 
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import venv
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "handbook"
@@ -133,8 +132,12 @@ def test_an_installed_package_runs_a_packaged_recipe_from_another_directory(tmp_
                           capture_output=True, text=True, check=True).stdout.strip()
     ours = [p for p in sys.path if p.endswith("site-packages")]
     Path(site, "stack.pth").write_text("\n".join(ours) + "\n")
+    source = tmp_path / "source"  # a copy: building writes build/ beside the sources
+    shutil.copytree(ROOT / "handbook", source / "handbook", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                              "--target", site, str(ROOT)], capture_output=True, text=True, timeout=600)
+                              "--target", site, str(source)], capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr[-3000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -171,8 +171,8 @@ def test_judge_http_path_against_the_real_llama_cpp_server(llama_server):
 
 def test_cli_writes_fastchat_layout(tmp_path):
     out = tmp_path / "mt"
-    proc = subprocess.run([sys.executable, "-m", "handbook.evaluate", "mt-bench", "--model", "toy-dsft", "--model-id",
-                           "dsft", "--output-dir", str(out), "--max-new-tokens", "40"],
+    proc = subprocess.run([sys.executable, "-m", "handbook.evaluate", "mt-bench", "--model", "toy-dsft", "--model_id",
+                           "dsft", "--output_dir", str(out), "--max_new_tokens", "40"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     answers = [json.loads(x) for x in (out / "model_answer" / "dsft.jsonl").read_text().splitlines()]

@@ -3,7 +3,7 @@ import torch
 
 from handbook.core.generation import generate_replies
 from handbook.core.models import ModelArguments, get_model, load_model_and_tokenizer, resolve_device_and_precision
-from handbook.tiers import SMOLLM2_GGUF_FILE, get_tier, model_args_for, smollm2_gguf_dir
+from handbook.tiers import SMOLLM2_GGUF_FILE, get_tier, model_args_for, smollm2_gguf_dir, stage_setup
 
 
 def test_toy_tier_loads_the_toy_base(toy_base):
@@ -101,8 +101,8 @@ def test_full_tier_points_at_the_paper_model():
     args = model_args_for("full")
     assert args.model_name_or_path == "mistralai/Mistral-7B-v0.1"
     assert args.dtype == "bfloat16" and args.chat_template == "zephyr"
-    assert get_tier("full").sft_dataset == "HuggingFaceH4/ultrachat_200k"
-    assert get_tier("full").pref_dataset == "HuggingFaceH4/ultrafeedback_binarized"
+    assert stage_setup("sft", "full").data == "HuggingFaceH4/ultrachat_200k"
+    assert stage_setup("dpo", "full").data == "HuggingFaceH4/ultrafeedback_binarized"
 
 
 def test_precision_is_explicit_on_cpu():

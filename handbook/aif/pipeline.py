@@ -2,6 +2,9 @@
 
     python -m handbook.aif generate --config recipes/toy/aif/config.yaml [--key value ...]
     python -m handbook.aif convert --input ultrafeedback.jsonl --output_dir data/uf_binarized --rule argilla
+
+:class:`AIFArguments` and :class:`ConvertArguments` are parsed by ``handbook.core.configs`` (keys, types and
+choices checked before any work); constructed directly, they check their values the same way.
 """
 
 from __future__ import annotations
@@ -13,28 +16,74 @@ from typing import Callable, Sequence
 
 from ..core.backends import ChatBackend, Sampling
 from ..core.backends import build_backend as core_build_backend
+from ..core.data import read_jsonl
+from ..core.configs import ConfigError, check_dataclass
 from .binarize import RULES, binarize
-from .pool import build_pool, generate_pool
+from .pool import PoolMemberSpec, build_pool, generate_pool
 from .rating import rate_pool
 from .ultrafeedback import convert_ultrafeedback
+
+
+SCORES = ("overall", "fine_grained")
 
 
 @dataclass
 class AIFArguments:
     """``python -m handbook.aif generate``: pool → ratings → triples, saved with ``save_to_disk``."""
 
-    output_dir: str
-    prompts: str = "toy"                     # "toy" (train-split toy prompts) or a .txt / .jsonl file of prompts
-    toy_prompts_per_category: int = 60
-    toy_prompt_seed: int = 1                 # another sample than the dSFT data's (seed 0)
-    pool: list = field(default_factory=list)  # [{name, backend: {...}, temperature, max_new_tokens, seed}]
-    judge: dict = field(default_factory=lambda: {"type": "toy-judge"})
-    max_retries: int = 2
-    judge_max_new_tokens: int = 400
-    rule: str = "zephyr"
-    score: str = "overall"
-    seed: int = 42
-    batch_size: int = 64
+    output_dir: str = field(metadata={"help": "Where rated.jsonl, triples/ (save_to_disk), report.json and the "
+                                              "call caches go."})
+    prompts: str = field(default="toy", metadata={"help": "'toy' (train-split toy prompts) or a .txt / .jsonl file "
+                                                          "of prompts."})
+    toy_prompts_per_category: int = field(default=60, metadata={"help": "Toy: prompts per category."})
+    toy_prompt_seed: int = field(default=1, metadata={"help": "Toy: prompt sampling seed (the dSFT data's is 0)."})
+    pool: list[dict] = field(
+        default_factory=list,
+        metadata={"help": "The response pool, one mapping per model: {name, backend: {type: ...}, temperature, top_p, "
+                          "max_new_tokens, seed} (handbook.aif.pool.PoolMemberSpec)."})
+    judge: dict = field(default_factory=lambda: {"type": "toy-judge"},
+                        metadata={"help": "Backend spec of the judge (handbook.core.backends.build_backend)."})
+    max_retries: int = field(default=2, metadata={"help": "Re-asks of the judge after an unparsable rating (>= 0)."})
+    judge_max_new_tokens: int = field(default=400, metadata={"help": "Token budget of one rating."})
+    rule: str = field(default="zephyr", metadata={"choices": list(RULES),
+                                                  "help": "Binarization rule (handbook.aif.binarize)."})
+    score: str = field(default="overall", metadata={"choices": list(SCORES),
+                                                    "help": "Score of zephyr / best_vs_worst: the overall score (the "
+                                                            "dataset card) or the aspects' mean (the paper); argilla "
+                                                            "always uses fine_grained."})
+    seed: int = field(default=42, metadata={"help": "Seed of the rejected completion's draw."})
+    batch_size: int = field(default=64, metadata={"help": "Prompts per backend call (>= 1)."})
+
+    def __post_init__(self):
+        check_dataclass(self)
+        if self.batch_size < 1:
+            raise ConfigError(f"`batch_size`: invalid value {self.batch_size}; must be at least 1")
+        if self.max_retries < 0:
+            raise ConfigError(f"`max_retries`: invalid value {self.max_retries}; must be at least 0")
+        PoolMemberSpec.from_pool(self.pool)  # every member's keys and values, as `pool[N].key`
+
+
+@dataclass
+class ConvertArguments:
+    """``python -m handbook.aif convert``: raw openbmb/UltraFeedback rows → ultrafeedback_binarized triples."""
+
+    input: str = field(metadata={"help": "Raw openbmb/UltraFeedback rows, JSONL."})
+    output_dir: str = field(metadata={"help": "Where the triples are saved (datasets' save_to_disk)."})
+    rule: str = field(default="zephyr", metadata={"choices": list(RULES),
+                                                  "help": "Binarization rule (handbook.aif.binarize)."})
+    score: str | None = field(default=None, metadata={"choices": list(SCORES),
+                                                      "help": "Score (default: the rule's own; argilla: fine_grained)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the rejected completion's draw."})
+    fix_overall: bool = field(default=True, metadata={"help": "Correct the known bad overall scores "
+                                                              "(--no_fix_overall keeps them)."})
+    decontaminate: bool = field(default=True, metadata={"help": "Drop prompts of the benchmarks the handbook evaluates "
+                                                                "on (--no_decontaminate keeps them)."})
+
+    def __post_init__(self):
+        check_dataclass(self)
+        if self.rule == "argilla" and self.score not in (None, "fine_grained"):
+            raise ConfigError("`score`: the argilla rule scores by the mean of the aspect ratings (fine_grained); "
+                              f"got {self.score!r}")
 
 
 def run_generate(args: AIFArguments, prompts: Sequence[str],
@@ -64,7 +113,7 @@ def run_convert(input_path: str, output_dir: str, rule: str, score: str | None, 
                 fix_overall: bool = True, decontaminate: bool = True):
     from datasets import Dataset
 
-    raw = [json.loads(line) for line in Path(input_path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw = read_jsonl(input_path)
     rated, conv_report = convert_ultrafeedback(raw, fix_overall=fix_overall, decontaminate=decontaminate)
     triples, report = binarize(rated, rule, score, seed)
     Dataset.from_list(triples).save_to_disk(output_dir)

@@ -1,22 +1,20 @@
 """The response pool: every prompt goes to each of several models (UltraFeedback samples 4 of 17).
 
-Generation is cached call by call (``handbook.core.runner``): a killed run restarted with the same
-arguments loses no completion and repeats no finished call.
+Generation is resumable through :class:`handbook.core.runner.ResumableCalls`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
-
-from tqdm.auto import tqdm
 
 from ..core.backends import ChatBackend, Sampling
 from ..core.backends import build_backend as core_build_backend
+from ..core.configs import ConfigError, check_keys, check_values, known_keys
 from ..core.data import prompt_id
-from ..core.runner import CallCache
+from ..core.runner import ResumableCalls
 
 
 @dataclass
@@ -30,50 +28,93 @@ class PoolMember:
 
 def generate_pool(prompts: Sequence[str], members: Sequence[PoolMember], cache_path=None, batch_size: int = 64,
                   progress: bool = True) -> list[dict]:
-    """``[{"prompt", "prompt_id", "completions": [{"model", "response"}, ...]}]``, one row per distinct prompt."""
+    """``[{"prompt", "prompt_id", "completions": [{"model", "response"}, ...]}]``, one row per distinct prompt.
+
+    Resumable through :class:`handbook.core.runner.ResumableCalls` (records ``{"prompt_id", "model",
+    "response"}``), one phase per pool member."""
     prompts = list(dict.fromkeys(prompts))
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"pool member names must be unique: {names}")
     meta = {"members": [{"name": m.name, "backend": m.backend.name, "sampling": asdict(m.sampling)} for m in members],
             "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
-    cache = CallCache(cache_path, meta, ("prompt_id", "model")) if cache_path else None
-    done = {k: r["response"] for k, r in cache.records.items()} if cache else {}
     ids = [prompt_id(p) for p in prompts]
-    bar = tqdm(total=len(prompts) * len(members), desc="AIF pool (completions)", disable=not progress, initial=len(done))
-    for member in members:
-        todo = [(p, pid) for p, pid in zip(prompts, ids) if (pid, member.name) not in done]
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            replies = member.backend.chat([[{"role": "user", "content": p}] for p, _ in chunk], member.sampling)
-            records = [{"prompt_id": pid, "model": member.name, "response": r} for (_, pid), r in zip(chunk, replies)]
-            for r in records:
-                done[(r["prompt_id"], r["model"])] = r["response"]
-            if cache:
-                cache.append(records)
-            bar.update(len(records))
-    bar.close()
+    with ResumableCalls(cache_path or None, meta, ("prompt_id", "model"), len(prompts) * len(members),
+                        "AIF pool (completions)", progress) as calls:
+        for member in members:  # one phase per member
+            calls.run((((pid, member.name), [{"role": "user", "content": p}]) for p, pid in zip(prompts, ids)),
+                      lambda batch: [{"response": r} for r in member.backend.chat(batch, member.sampling)],
+                      batch_size)
+    done = calls.results
     return [{"prompt": p, "prompt_id": pid,
-             "completions": [{"model": m.name, "response": done[(pid, m.name)]} for m in members]}
+             "completions": [{"model": m.name, "response": done[(pid, m.name)]["response"]} for m in members]}
             for p, pid in zip(prompts, ids)]
+
+
+@dataclass
+class PoolMemberSpec:
+    """One entry of a recipe's ``pool:`` list, checked key by key and value by value as a recipe is
+    (``handbook.core.configs``); errors name ``pool[N].key``."""
+
+    name: str = field(metadata={"help": "The member's name in the pool, the ratings and the triples (unique)."})
+    backend: dict = field(metadata={"help": "Backend spec, e.g. {type: transformers, model_name_or_path: ...}."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (>= 0; 0 is greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling (0 < top_p <= 1)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Token budget of one completion (>= 1)."})
+    seed: int | None = field(default=None, metadata={"help": "Sampling seed (default: the member's index)."})
+
+    @classmethod
+    def from_spec(cls, spec, n: int = 0, source: str | None = None) -> PoolMemberSpec:
+        """``pool[n]`` of a recipe, checked; raises :class:`ConfigError` naming ``pool[n].key``."""
+        where = f"{source}: " if source else ""
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}`pool[{n}]`: invalid value {spec!r}; expected a mapping "
+                              "{name, backend, temperature, top_p, max_new_tokens, seed}")
+        check_keys(spec, [cls], source, allowed=known_keys([cls]), prefix=f"pool[{n}].")
+        values = check_values(spec, [cls], source, prefix=f"pool[{n}].")
+        for key in ("name", "backend"):
+            if key not in values:
+                raise ConfigError(f"{where}pool[{n}]: field '{key}' is missing")
+        member = cls(**values)
+        for key, ok, rule in (("temperature", member.temperature >= 0, "at least 0"),
+                              ("top_p", 0 < member.top_p <= 1, "in (0, 1]"),
+                              ("max_new_tokens", member.max_new_tokens >= 1, "at least 1")):
+            if not ok:
+                raise ConfigError(f"{where}`pool[{n}].{key}`: invalid value {getattr(member, key)}; must be {rule}")
+        if member.seed is None:
+            member.seed = n
+        return member
+
+    @classmethod
+    def from_pool(cls, pool_spec: Sequence[dict], source: str | None = None) -> list[PoolMemberSpec]:
+        """Every member of a ``pool:`` list, checked; names must be unique."""
+        members, seen = [], {}
+        for n, spec in enumerate(pool_spec):
+            member = cls.from_spec(spec, n, source)
+            if member.name in seen:
+                where = f"{source}: " if source else ""
+                raise ConfigError(f"{where}`pool[{n}].name`: {member.name!r} is the name of pool[{seen[member.name]}] "
+                                  "too; pool member names must be unique")
+            seen[member.name] = n
+            members.append(member)
+        return members
 
 
 def build_pool(pool_spec: Sequence[dict], build_backend: Callable[..., ChatBackend] = core_build_backend,
                shard: bool | None = None) -> list[PoolMember]:
     """Pool members from a recipe's ``pool:`` list; members with the same backend spec share one loaded model.
 
-    ``build_backend`` turns a backend spec into a backend (the toy world passes one that knows its own types).
+    Every member is checked first (:class:`PoolMemberSpec`: its keys, the types of its values; errors name
+    ``pool[N].key``), so a typo fails before any model loads. ``build_backend`` turns a backend spec into a
+    backend (the toy world passes one that knows its own types).
     """
     members, backends = [], {}
-    for n, spec in enumerate(pool_spec):
-        for key in ("name", "backend"):
-            if key not in spec:
-                raise ValueError(f"pool[{n}]: field '{key}' is missing")
-        backend_spec = dict(spec["backend"])
+    for spec in PoolMemberSpec.from_pool(pool_spec):
+        backend_spec = dict(spec.backend)
         cache_key = json.dumps(backend_spec, sort_keys=True)
         if cache_key not in backends:  # members sharing a model load it once
             backends[cache_key] = build_backend(backend_spec, shard=shard)
-        sampling = Sampling(temperature=spec.get("temperature", 1.0), top_p=spec.get("top_p", 1.0),
-                            max_new_tokens=spec.get("max_new_tokens", 256), seed=spec.get("seed", n))
-        members.append(PoolMember(spec["name"], backends[cache_key], sampling))
+        sampling = Sampling(temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens,
+                            seed=spec.seed)
+        members.append(PoolMember(spec.name, backends[cache_key], sampling))
     return members

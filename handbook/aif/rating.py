@@ -21,10 +21,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from tqdm.auto import tqdm
-
 from ..core.backends import ChatBackend, Sampling, chat_with_errors
-from ..core.runner import CallCache
+from ..core.runner import ResumableCalls
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 ASPECT_NAMES = {
@@ -231,26 +229,18 @@ def rate_pool(rows: Sequence[dict], judge: ChatBackend, cache_path=None, max_ret
               sampling: Sampling = Sampling(temperature=0.0, max_new_tokens=400, seed=0), batch_size: int = 64,
               progress: bool = True) -> list[dict]:
     """Each completion gets its rating record (``status``, ``aspects``, ``overall``, ``fine_grained``,
-    ``raw``, ``attempts``, ``error``); failed ratings stay in the rows with their raw reply."""
+    ``raw``, ``attempts``, ``error``); failed ratings stay in the rows with their raw reply.
+
+    Resumable through :class:`handbook.core.runner.ResumableCalls` (keys ``prompt_id``, ``model``)."""
     meta = {"judge": judge.name, "max_retries": max_retries, "sampling": asdict(sampling),
             "items_sha256": hashlib.sha256(json.dumps(
                 [[r["prompt"], [c["model"] for c in r["completions"]], [c["response"] for c in r["completions"]]]
                  for r in rows]).encode()).hexdigest()}
-    cache = CallCache(cache_path, meta, ("prompt_id", "model")) if cache_path else None
-    done = dict(cache.records) if cache else {}
-    items = [(r["prompt_id"], r["prompt"], c["model"], c["response"]) for r in rows for c in r["completions"]]
-    todo = [it for it in items if (it[0], it[2]) not in done]
-    bar = tqdm(total=len(items), desc="AIF ratings", disable=not progress, initial=len(items) - len(todo))
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        results = rate([(p, resp) for _, p, _, resp in chunk], judge, max_retries, sampling)
-        records = [{"prompt_id": pid, "model": model, **res.to_record()} for (pid, _, model, _), res in zip(chunk, results)]
-        for r in records:
-            done[(r["prompt_id"], r["model"])] = r
-        if cache:
-            cache.append(records)
-        bar.update(len(records))
-    bar.close()
+    items = [((r["prompt_id"], c["model"]), (r["prompt"], c["response"])) for r in rows for c in r["completions"]]
+    with ResumableCalls(cache_path or None, meta, ("prompt_id", "model"), len(items), "AIF ratings", progress) as calls:
+        calls.run(items, lambda batch: [res.to_record() for res in rate(batch, judge, max_retries, sampling)],
+                  batch_size)
+    done = calls.results
     out = []
     for r in rows:
         completions = []

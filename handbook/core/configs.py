@@ -1,29 +1,56 @@
 """TRL-style configuration: a YAML recipe plus ``--key value`` overrides, parsed into dataclasses.
 
     python -m handbook.sft --config recipes/toy/sft/config.yaml --max_steps 50
+    python -m handbook.aif generate --config recipes/toy/aif/config.yaml      # a command, then its options
 
-Like TRL's ``TrlParser`` (which this builds on): the YAML file sets the defaults, the command line
-overrides them, and an ``env:`` mapping in the YAML sets environment variables. On top of it:
+One parser for every CLI and for notebooks' :func:`read_recipe`: :class:`HandbookParser`, TRL's ``TrlParser``
+(itself transformers' ``HfArgumentParser``) as the upstream alignment-handbook uses it::
 
-* every key of the file is checked against the dataclasses *before* anything runs; an unknown key
-  fails with a message naming the file and the key, and for keys that TRL or transformers removed
-  (``max_seq_length``, ``max_prompt_length``, ``warmup_ratio``, ...) what replaces them;
+    parser = HandbookParser([ModelArguments, SFTDataArguments, SFTConfig])
+    model_args, data_args, training_args = parser.parse_args_and_config()
+
+The YAML file sets the defaults, the command line overrides them, and an ``env:`` mapping in the YAML sets
+environment variables. On top of ``TrlParser``, *before* anything runs:
+
+* every key (of the file, of the command line, of ``read_recipe``'s keyword overrides) is checked against
+  the dataclasses: an unknown key fails with a message naming the file and the key, and for keys that TRL
+  or transformers removed (``max_seq_length``, ``max_prompt_length``, ``warmup_ratio``, ...) what replaces them;
+* every value is checked against its field: its type (``int``, ``float``, ``bool``, ``str``, ``list[...]``,
+  ``dict``, ``Optional``; a YAML string such as ``1e-5`` for a float field is converted, as argparse converts
+  a command-line string) and the choices ``HfArgumentParser`` derives from an ``Enum``/``Literal`` type or a
+  field's ``metadata={"choices": ...}`` (``lr_scheduler_type``, ``eval_strategy``, ``train_sampling_strategy``,
+  ...). A bad value is a :class:`ConfigError` naming the file, the key, the value and what is allowed;
 * the training config's device and precision are made explicit (``resolve_device_and_precision``):
   on a machine without CUDA the recipe's ``bf16: true`` becomes float32 on the CPU instead of an
-  error, so one recipe runs on a laptop and on a cluster.
+  error, so one recipe runs on a laptop and on a cluster; ``report_to`` keeps only installed integrations.
+
+Errors are :class:`ConfigError` (a ``ValueError``), never argparse's ``SystemExit``; ``--help`` still prints help.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import difflib
+import enum
+import json
 import os
+import re
 import sys
+import types
+import typing
+from argparse import ArgumentTypeError, RawDescriptionHelpFormatter
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Literal, Mapping, Sequence, Union
 
 import yaml
+from trl import TrlParser
 
-from .models import resolve_device_and_precision
+from .distributed import world_size
+from .models import resolve_device_and_precision, resolve_reporting
+
+__all__ = ["ConfigError", "HandbookParser", "parse_config", "parse_command", "read_recipe", "recipe_path",
+           "check_keys", "check_values", "check_dataclass", "load_yaml", "REMOVED_KEYS", "RECIPES_DIR"]
 
 # The recipes ship inside the package (``handbook/recipes``; a checkout links ``recipes/`` to it), so an
 # installed handbook finds them exactly as a checkout does.
@@ -59,78 +86,486 @@ REMOVED_KEYS = {
 
 
 class ConfigError(ValueError):
-    pass
+    """A recipe's or command line's key or value that does not fit the dataclasses; the message names the
+    file (or ``command line``), the key, the value and what is allowed."""
+
+
+class _CommandLineError(ConfigError):
+    """argparse's complaint about the command line (already says ``command line:``)."""
+
+
+def _where(source: str | None) -> str:
+    return f"{source}: " if source else ""
+
+
+# --- keys ----------------------------------------------------------------------------------------------
+# Keys of a recipe that belong to the handbook, not to a dataclass.
+HANDBOOK_KEYS = {
+    "env": "a mapping of environment variables to set before the run",
+    "global_batch_size": "the batch of one optimizer step over all processes; gradient_accumulation_steps is "
+                         "derived from it and the number of processes (per device × accumulation × processes)",
+}
 
 
 def known_keys(dataclass_types: Sequence[type]) -> set[str]:
     return {f.name for t in dataclass_types for f in dataclasses.fields(t) if f.init}
 
 
-def check_keys(config: dict, dataclass_types: Sequence[type], source: str) -> None:
-    """Raise :class:`ConfigError` naming ``source`` and the key for every key no dataclass has."""
-    allowed = known_keys(dataclass_types) | {"env"}
+def check_keys(config: Mapping, dataclass_types: Sequence[type], source: str | None, *, allowed: set[str] | None = None,
+               prefix: str = "") -> None:
+    """Raise :class:`ConfigError` naming ``source`` and the key for every key no dataclass has.
+
+    ``allowed`` replaces the dataclasses' field names (plus ``env``); ``prefix`` goes before each key in the
+    message (``pool[0].``)."""
+    allowed = (known_keys(dataclass_types) | set(HANDBOOK_KEYS)) if allowed is None else allowed
     problems = []
     for key in config:
         if key in allowed:
             continue
         hint = REMOVED_KEYS.get(key)
         if hint is None:
-            import difflib
-
-            close = difflib.get_close_matches(key, allowed, n=1)
+            close = difflib.get_close_matches(str(key).replace("-", "_"), allowed, n=1)
             hint = f"did you mean `{close[0]}`?" if close else "no such option"
-        problems.append(f"{source}: unknown key `{key}`: {hint}")
+        problems.append(f"{_where(source)}unknown key `{prefix}{key}`: {hint}")
     if problems:
         raise ConfigError("\n".join(problems))
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
-    with open(path, encoding="utf-8") as f:
-        config = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping")
     return config
+
+
+# --- values ---------------------------------------------------------------------------------------------
+class _Invalid(Exception):
+    """A value that does not fit a type."""
+
+
+_NONE = type(None)
+_SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence)
+
+
+def _members(tp) -> tuple | None:
+    """The members of a ``Union``/``X | Y`` type, else None."""
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        return typing.get_args(tp)
+    return None
+
+
+def _is_enum(tp) -> bool:
+    return isinstance(tp, type) and issubclass(tp, enum.Enum)
+
+
+def _convert(value, tp):
+    """``value`` checked against (and, for strings, converted to) the type ``tp`` as argparse would convert a
+    command-line string; raises :class:`_Invalid`. Native YAML values are not coerced (``2.5`` is no int,
+    ``true`` no float); strings are (``"1e-5"`` → 1e-05, ``"3"`` → 3, ``"true"`` → True)."""
+    members = _members(tp)
+    if members is not None:
+        if value is None:
+            if _NONE in members:
+                return None
+            raise _Invalid
+        members = [m for m in members if m is not _NONE]
+        for strict in (True, False):  # an exact match first: 3 stays an int in `int | str`
+            for member in members:
+                try:
+                    return _convert_one(value, member, strict)
+                except _Invalid:
+                    pass
+        raise _Invalid
+    if value is None:
+        if tp in (Any, object, _NONE):
+            return None
+        raise _Invalid
+    return _convert_one(value, tp, strict=False)
+
+
+def _convert_one(value, tp, strict: bool):
+    if tp in (Any, object):
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        for choice in args:  # `type` too: False is no 0
+            if type(value) is type(choice) and value == choice:
+                return choice
+        if not strict and isinstance(value, str):
+            for choice in args:
+                if str(choice) == value:
+                    return choice
+        raise _Invalid
+    if _is_enum(tp):
+        if isinstance(value, tp):
+            return value.value
+        if value in [m.value for m in tp]:
+            return value
+        raise _Invalid
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if not strict and isinstance(value, str):
+            from transformers.hf_argparser import string_to_bool
+
+            try:
+                return string_to_bool(value)
+            except ArgumentTypeError:
+                raise _Invalid from None
+        raise _Invalid
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if not strict and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise _Invalid from None
+        raise _Invalid
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if not strict and isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads `1e-5` as a string
+            except ValueError:
+                raise _Invalid from None
+        raise _Invalid
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if not strict and isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if not strict and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # `dataset_config: 2023`
+        raise _Invalid
+    container = origin or tp
+    if isinstance(container, type) and issubclass(container, Mapping) or container is Mapping:
+        if isinstance(value, str) and not strict:  # a command-line mapping: JSON or YAML flow style
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise _Invalid from None
+        if not isinstance(value, Mapping):
+            raise _Invalid
+        if len(args) == 2:
+            return {_convert(k, args[0]): _convert(v, args[1]) for k, v in value.items()}
+        return dict(value)
+    if container in _SEQUENCES or isinstance(container, type) and issubclass(container, (list, tuple, set)):
+        element = args[0] if args else Any
+        if isinstance(value, (list, tuple)):
+            converted = [_convert(v, element) for v in value]
+            return tuple(converted) if container is tuple else converted
+        if strict or isinstance(value, Mapping):
+            raise _Invalid
+        # a scalar where a list is expected (`loss_type: sigmoid`, `lora_target_modules: all-linear`): kept as
+        # written (the configs accept it), but checked as an element
+        return _convert(value, element)
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise _Invalid
+    return value  # a typing construct this checker does not know: left to the dataclass
+
+
+def _describe(tp) -> str:
+    """``tp`` in words, for messages: ``an integer (int)``, ``a list of strings or null``."""
+    members = _members(tp)
+    if members is not None:
+        parts = list(dict.fromkeys(_describe(m) for m in members if m is not _NONE))
+        if _NONE in members:
+            parts.append("null")
+        return " or ".join(parts)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if _is_enum(tp):
+        return "one of " + ", ".join(str(m.value) for m in tp)
+    simple = {bool: "a boolean (true/false)", int: "an integer (int)", float: "a number (float)",
+              str: "a string (str)", _NONE: "null", Any: "anything", object: "anything"}
+    if tp in simple:
+        return simple[tp]
+    container = origin or tp
+    if isinstance(container, type) and issubclass(container, Mapping):
+        return "a mapping (dict)" if len(args) != 2 else f"a mapping (dict) of {_describe(args[1])}"
+    if container in _SEQUENCES:
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _show(value) -> str:
+    """A value as the recipe spells it (``true``, ``2.5``, ``"abc"``, ``[1, 2]``), with its Python type."""
+    if value is None:
+        return "null"
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return f"{text} ({type(value).__name__})"
+
+
+def _choices_message(value, choices) -> str:
+    allowed = [str(getattr(c, "value", c)) for c in choices]
+    message = f"allowed values: {', '.join(allowed)}"
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value, allowed, n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+    elif isinstance(value, bool) and {"no", "yes", "on", "off", "false", "true"} & {a.lower() for a in allowed}:
+        message += " (YAML reads unquoted yes/no/on/off as booleans: quote the value)"
+    return message
+
+
+def _check_value(key: str, value, tp, choices, source: str | None):
+    """``value`` converted for the field ``key`` of type ``tp``, or :class:`ConfigError` naming all of it."""
+    try:
+        converted = _convert(value, tp)
+    except _Invalid:
+        if choices:
+            expected = _choices_message(value, choices)
+        else:
+            expected = f"expected {_describe(tp)}"
+            if isinstance(value, bool) and tp is str:
+                expected += " (YAML reads unquoted yes/no/on/off as booleans: quote the value)"
+        raise ConfigError(f"{_where(source)}`{key}`: invalid value {_show(value)}; {expected}") from None
+    if choices and converted is not None:
+        for element in (converted if isinstance(converted, list) else [converted]):
+            if element not in choices:
+                raise ConfigError(f"{_where(source)}`{key}`: invalid value {_show(element)}; "
+                                  f"{_choices_message(element, choices)}")
+    return converted
+
+
+# --- the parser -----------------------------------------------------------------------------------------
+class HandbookParser(TrlParser):
+    """TRL's ``TrlParser`` (``HfArgumentParser`` + ``--config FILE`` + ``env:``), with the checks above.
+
+    ``parse_args_and_config(args, overrides)`` returns one instance per dataclass, or raises
+    :class:`ConfigError` before any of them is built. Commands (``python -m handbook.aif generate ...``) are
+    subparsers made the way TRL's CLI makes them: ``parser.add_command(name, dataclass_types)``, then
+    ``parser.parse_command(argv)`` → ``(name, instances)``.
+    """
+
+    def __init__(self, dataclass_types=None, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # `--learning_rat` is an unknown key, not `--learning_rate`
+        super().__init__(dataclass_types, **kwargs)
+        self._fields: dict[str, tuple[type, Any]] = {}  # key → (its dataclass, its type as written)
+        for dtype in self.dataclass_types:
+            hints = typing.get_type_hints(dtype)
+            for f in dataclasses.fields(dtype):
+                if f.init:
+                    self._fields[f.name] = (dtype, hints[f.name])
+        self._actions_by_key = {}
+        for action in self._actions:
+            # one spelling, as in TRL's and the upstream handbook's recipes: `--output_dir`, not also `--output-dir`
+            dashed = [o for o in action.option_strings if o.startswith("--") and "-" in o[2:]]
+            for option in dashed:
+                action.option_strings.remove(option)
+                self._option_string_actions.pop(option, None)
+            if action.dest in self._fields and f"--{action.dest}" in action.option_strings:
+                self._actions_by_key[action.dest] = action
+                if action.type is not None:  # command-line strings go through the same checker as YAML values
+                    action.type = self._cli_type(action)
+        self._commands = None
+
+    # argparse reports errors by printing usage and exiting; a notebook (and a test) wants an exception
+    def error(self, message):
+        match = re.match(r"argument [^:]*: (command line: .*)", message, re.S)
+        raise _CommandLineError(match.group(1) if match else f"command line: {message}")
+
+    def _cli_type(self, action):
+        key, (_, tp) = action.dest, self._fields[action.dest]
+        if action.nargs in ("+", "*"):  # one string per element of a list
+            members = _members(tp) or (tp,)
+            lists = [m for m in members if typing.get_origin(m) in (list, tuple, set) or m in (list, tuple, set)]
+            tp = (typing.get_args(lists[0]) or (Any,))[0] if lists else tp
+        choices = action.choices
+        members = _members(tp) or ()
+        # as TRL's parser does: `none`/`null` sets an Optional field that could not hold the string itself to None
+        none_words = _NONE in members and str not in members and action.nargs not in ("+", "*")
+
+        def convert(text: str):
+            if none_words and text.lower() in ("none", "null"):
+                return None
+            try:
+                return _check_value(key, text, tp, choices, "command line")
+            except ConfigError as exc:
+                raise ArgumentTypeError(str(exc)) from None
+
+        convert.__name__ = getattr(tp, "__name__", key)
+        return convert
+
+    @property
+    def cli_keys(self) -> set[str]:
+        """The ``--key`` spellings this parser takes (underscores; ``no_<flag>`` for flags on by default)."""
+        keys = {"help"}
+        for action in self._actions:
+            keys |= {o[2:] for o in action.option_strings if o.startswith("--") and "-" not in o[2:]}
+        return keys
+
+    def check_values(self, config: Mapping, source: str | None, prefix: str = "") -> dict:
+        """``config`` with every value checked against its field (and converted where argparse would convert
+        a string); one :class:`ConfigError` lists every bad value."""
+        out, problems = {}, []
+        for key, value in config.items():
+            if key not in self._fields:
+                out[key] = value
+                continue
+            action = self._actions_by_key.get(key)
+            try:
+                out[key] = _check_value(f"{prefix}{key}", value, self._fields[key][1],
+                                        action.choices if action is not None else None, source)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return out
+
+    def parse_args_and_config(self, args: Sequence[str] | None = None, overrides: Mapping | None = None):
+        """``--config FILE`` plus ``--key value`` arguments (plus ``overrides``, checked the same way) → one
+        instance per dataclass. The file's values, then the overrides, then the command line win."""
+        args = list(sys.argv[1:] if args is None else args)
+        types_ = self.dataclass_types
+        config: dict = {}
+        source = None
+        for i, arg in enumerate(args):
+            if arg == "--config" or arg.startswith("--config="):
+                if arg == "--config" and i + 1 >= len(args):
+                    raise ConfigError("command line: --config needs a file")
+                path = recipe_path(arg.split("=", 1)[1] if "=" in arg else args[i + 1])
+                del args[i:i + (1 if "=" in arg else 2)]
+                source = str(path)
+                config = load_yaml(path)
+                check_keys(config, types_, source)
+                env = config.pop("env", None) or {}
+                if not isinstance(env, dict):
+                    raise ConfigError(f"{source}: `env` must be a mapping of environment variables")
+                global_batch = config.pop("global_batch_size", None)
+                accumulation_in_file = "gradient_accumulation_steps" in config
+                config = self.check_values(config, source)
+                break
+        else:
+            env, global_batch, accumulation_in_file = {}, None, False
+        if any(a == "--config" or a.startswith("--config=") for a in args):
+            raise ConfigError("command line: --config given twice")
+        if overrides:
+            check_keys(overrides, types_, "keyword arguments", allowed=known_keys(types_))
+            config.update(self.check_values(overrides, "keyword arguments"))
+        # command-line keys are checked too (argparse would reject them, with a less helpful message)
+        cli_keys = {a[2:].split("=", 1)[0] for a in args if a.startswith("--")}
+        check_keys(dict.fromkeys(sorted(cli_keys)), types_, "command line", allowed=self.cli_keys)
+        if any(_is_training_config(t) for t in types_):
+            config = resolve_reporting(resolve_device_and_precision(config))
+        for key, value in env.items():
+            os.environ[str(key)] = str(value)
+        if config:
+            self.set_defaults_with_config(**config)
+        try:
+            *instances, rest = self.parse_args_into_dataclasses(args=args, return_remaining_strings=True,
+                                                                 look_for_args_file=False)
+        except _CommandLineError:
+            raise
+        except (ValueError, TypeError) as exc:  # a dataclass's own checks (__post_init__), named by the file
+            raise ConfigError(f"{_where(source or 'command line')}{exc}") from exc
+        if rest:
+            raise ConfigError(f"command line: unexpected arguments {rest}: options are `--key value`")
+        if global_batch is not None:
+            training = [x for x in instances if _is_training_config(type(x))]
+            if not training:
+                raise ConfigError(f"{_where(source)}`global_batch_size` needs a training config")
+            explicit = (accumulation_in_file or "gradient_accumulation_steps" in cli_keys
+                        or "gradient_accumulation_steps" in (overrides or {}))
+            apply_global_batch(training[0], global_batch, world_size(), source, explicit)
+        return tuple(instances)
+
+    # --- commands (TRL's CLI: one TrlParser per subcommand) ---
+    def add_command(self, name: str, dataclass_types: Sequence[type], help: str | None = None) -> HandbookParser:
+        if self._commands is None:
+            self._commands = self.add_subparsers(dest="command", metavar="{" + "COMMAND" + "}")
+        if help is None and dataclass_types and dataclass_types[0].__doc__:
+            help = dataclass_types[0].__doc__.strip().splitlines()[0]
+        sub = self._commands.add_parser(name, dataclass_types=dataclass_types, help=help)
+        self._commands.metavar = "{" + ",".join(self._commands.choices) + "}"
+        return sub
+
+    def parse_command(self, args: Sequence[str] | None = None, overrides: Mapping | None = None):
+        """``(command, instances)`` for ``COMMAND [--config FILE] [--key value ...]``."""
+        args = list(sys.argv[1:] if args is None else args)
+        commands = self._commands.choices if self._commands else {}
+        if args[:1] in (["-h"], ["--help"]):
+            self.print_help()
+            raise SystemExit(0)
+        if not args or args[0] not in commands:
+            got = f"unknown command {args[0]!r}" if args else "a command is required"
+            raise ConfigError(f"command line: {got}; choose from {', '.join(commands)}\n{self.format_usage()}")
+        return args[0], commands[args[0]].parse_args_and_config(args[1:], overrides)
+
+
+def apply_global_batch(training_args, global_batch, processes: int, source: str | None = None,
+                       explicit_accumulation: bool = False) -> int:
+    """Set ``gradient_accumulation_steps`` so that one optimizer step sees ``global_batch`` sequences on
+    ``processes`` processes: ``global_batch = per_device_train_batch_size × accumulation × processes``.
+
+    The paper's batches (dSFT 512, dDPO 32) are properties of the recipe, not of the machine: on 8 GPUs,
+    16 or one node the step is the same. A global batch that the processes cannot split evenly is an error
+    naming the numbers; so is a ``gradient_accumulation_steps`` given on the command line beside it.
+    Returns the accumulation.
+    """
+    where = _where(source)
+    if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
+        raise ConfigError(f"{where}`global_batch_size`: invalid value {global_batch!r}; expected a positive integer")
+    if explicit_accumulation:
+        raise ConfigError(f"{where}`global_batch_size` {global_batch} sets gradient_accumulation_steps; set one of "
+                          "the two, not both (to change the step, override global_batch_size or "
+                          "per_device_train_batch_size)")
+    per_step = training_args.per_device_train_batch_size * processes
+    if global_batch % per_step:
+        raise ConfigError(
+            f"{where}`global_batch_size` {global_batch} is not a multiple of per_device_train_batch_size "
+            f"{training_args.per_device_train_batch_size} × {processes} process(es) = {per_step}: change "
+            "per_device_train_batch_size or the number of processes")
+    training_args.gradient_accumulation_steps = global_batch // per_step
+    return training_args.gradient_accumulation_steps
 
 
 def _is_training_config(t: type) -> bool:
     return any(f.name == "bf16" for f in dataclasses.fields(t))
 
 
+def check_values(config: Mapping, dataclass_types: Sequence[type], source: str | None = None,
+                 prefix: str = "") -> dict:
+    """``config``'s values checked against ``dataclass_types``' fields (see :class:`HandbookParser`)."""
+    return HandbookParser(list(dataclass_types)).check_values(config, source, prefix)
+
+
+def check_dataclass(instance, source: str | None = None, prefix: str = "") -> None:
+    """Check a dataclass instance's field values as a recipe's would be (for ``__post_init__``)."""
+    values = {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance) if f.init}
+    check_values(values, [type(instance)], source, prefix)
+
+
 def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = None):
     """Parse ``--config FILE`` plus command-line overrides into one instance per dataclass."""
-    from trl import TrlParser
+    return HandbookParser(list(dataclass_types)).parse_args_and_config(argv)
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser(list(dataclass_types))
-    config: dict = {}
-    if "--config" in args:
-        i = args.index("--config")
-        path = recipe_path(args[i + 1])
-        del args[i:i + 2]
-        config = load_yaml(path)
-        check_keys(config, dataclass_types, str(path))
-        for key, value in (config.pop("env", None) or {}).items():
-            os.environ[key] = str(value)
-    # command-line keys are checked too (argparse would reject them, with a less helpful message)
-    cli_keys = {a[2:].split("=", 1)[0] for a in args if a.startswith("--")}
-    check_keys({k: None for k in cli_keys}, dataclass_types, "command line")
-    if any(_is_training_config(t) for t in dataclass_types):
-        config = resolve_device_and_precision(config)
-    if config:
-        parser.set_defaults_with_config(**config)
-    return parser.parse_args_into_dataclasses(args=args)
+
+def parse_command(commands: Mapping[str, Sequence[type]], argv: Sequence[str] | None = None,
+                  prog: str | None = None, description: str | None = None):
+    """``(command, instances)`` for a CLI with commands, e.g. ``{"generate": [AIFArguments], "convert":
+    [ConvertArguments]}``: the first argument names the command, the rest goes through its parser."""
+    parser = HandbookParser(prog=prog, description=description, formatter_class=RawDescriptionHelpFormatter)
+    for name, dataclass_types in commands.items():
+        parser.add_command(name, list(dataclass_types))
+    return parser.parse_command(argv)
 
 
 def read_recipe(path: str | os.PathLike, dataclass_types: Sequence[type], **overrides):
-    """A recipe file (plus keyword overrides) as dataclass instances, for notebooks and tests."""
-    import json
-
-    argv = ["--config", str(Path(path))]
-    for key, value in overrides.items():
-        if isinstance(value, (list, dict)):
-            raise ConfigError(f"override `{key}`: only scalar overrides are supported; edit the recipe for lists and mappings")
-        argv += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    try:
-        return parse_config(dataclass_types, argv)
-    except SystemExit as exc:  # argparse reports bad values by exiting; a notebook wants an exception
-        raise ConfigError(f"{path}: invalid arguments {argv[2:]} (see the message above)") from exc
+    """A recipe file (plus keyword overrides, checked as the file's values are) as dataclass instances,
+    for notebooks and tests. Raises :class:`ConfigError`."""
+    return HandbookParser(list(dataclass_types)).parse_args_and_config(["--config", str(Path(path))], overrides)

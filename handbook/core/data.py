@@ -30,6 +30,28 @@ def write_jsonl(path, rows) -> None:
     Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
+def read_prompts(path) -> list[str]:
+    """Prompts from a JSONL file (a ``prompt`` field per row) or a text file (one per non-empty line);
+    a missing file, a bad line or an empty prompt is an error naming file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
+    if path.suffix != ".jsonl":
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            prompt = json.loads(line).get("prompt")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise ValueError(f"{path}, line {n}: not a JSON object ({exc})") from None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"{path}, line {n}: field 'prompt' is missing or empty")
+        prompts.append(prompt)
+    return prompts
+
+
 def load_split(name: str, config: str | None, split: str):
     """One split of a dataset: a directory written by ``save_to_disk``, a .jsonl/.json file, or a hub id."""
     import datasets

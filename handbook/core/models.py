@@ -24,7 +24,8 @@ from .chat_templates import resolve_chat_template
 logger = logging.getLogger(__name__)
 
 __all__ = ["ModelArguments", "get_tokenizer", "get_model", "load_model_and_tokenizer",
-           "get_peft_config", "resolve_device_and_precision", "torch_dtype"]
+           "get_peft_config", "resolve_attn_implementation", "resolve_device_and_precision", "resolve_reporting",
+           "torch_dtype"]
 
 
 @dataclass
@@ -101,7 +102,7 @@ def get_model(model_args: ModelArguments, *, apply_peft: bool = False, device_ma
     kwargs = dict(
         revision=model_args.model_revision,
         dtype=torch_dtype(model_args.dtype, device),
-        attn_implementation=model_args.attn_implementation,
+        attn_implementation=resolve_attn_implementation(model_args.attn_implementation),
         trust_remote_code=trust_remote_code,
     )
     if model_args.gguf_file:
@@ -162,4 +163,60 @@ def resolve_device_and_precision(config_kwargs: dict) -> dict:
             kwargs[flag] = False
     if changes:
         logger.info("no CUDA device: training on the CPU in float32 (%s)", ", ".join(changes))
+    return kwargs
+
+
+_said: set[str] = set()
+
+
+def _say_once(message: str, *args) -> None:
+    text = message % args
+    if text not in _said:
+        _said.add(text)
+        logger.warning(text)
+
+
+def resolve_attn_implementation(name: str | None) -> str | None:
+    """``flash_attention_2`` where it can run (the package importable and a CUDA device), else ``sdpa``,
+    said once in the log; any other choice unchanged.
+
+    The paper's recipes ask for FlashAttention-2 (and its variable-length kernels make packed batches
+    cost nothing extra); it is a separate, compiled package (``pip install flash-attn
+    --no-build-isolation`` on a CUDA machine), so a machine without it still runs every recipe, in
+    PyTorch's own scaled-dot-product attention.
+    """
+    if name != "flash_attention_2":
+        return name
+    from transformers.utils import is_flash_attn_2_available
+
+    if torch.cuda.is_available() and is_flash_attn_2_available():
+        return name
+    why = "no CUDA device" if not torch.cuda.is_available() else "the flash-attn package is not installed"
+    _say_once("attn_implementation flash_attention_2 asked for, but %s: using sdpa (pip install flash-attn "
+              "--no-build-isolation on a CUDA machine for the paper's speed)", why)
+    return "sdpa"
+
+
+def resolve_reporting(config_kwargs: dict) -> dict:
+    """A training config's ``report_to`` limited to the integrations installed here, *before* it is built.
+
+    Recipes log to TensorBoard as upstream's do; transformers refuses to start a run whose
+    ``report_to`` names a package that is not installed (and on a cluster only after the model has
+    loaded). Each missing integration is dropped with a warning that names the package; none left
+    means ``"none"``. ``"all"`` and ``"none"`` are left as they are.
+    """
+    kwargs = dict(config_kwargs)
+    report_to = kwargs.get("report_to")
+    if report_to is None or report_to in ("all", "none"):
+        return kwargs
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    wanted = [report_to] if isinstance(report_to, str) else list(report_to)
+    available = set(get_available_reporting_integrations())
+    missing = [w for w in wanted if w not in available and w != "none"]
+    for name in missing:
+        _say_once("report_to: %s is not installed here, so this run does not log to it (pip install %s)",
+                  name, {"comet_ml": "comet-ml"}.get(name, name))
+    kept = [w for w in wanted if w not in missing and w != "none"]
+    kwargs["report_to"] = kept or "none"
     return kwargs

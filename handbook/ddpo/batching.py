@@ -14,7 +14,10 @@ of lengths (UltraFeedback pairs: ~900 tokens, a long tail), so random batches ar
   puts the log-probs back in the dataset's own order, so the forward-only pass wastes no padding
   and the result is the same pair by pair (tested).
 
-:func:`padding_efficiency` simulates the real-token share of a batching rule on a list of lengths.
+:func:`length_grouped_sampler` and :func:`reference_pass_order` are those two orders on their own,
+from a list of lengths: the trainer calls them, and so does ``bench/gpu_bench.py`` (no TRL, no
+datasets needed). :func:`padding_efficiency` simulates the real-token share of a batching rule on a
+list of lengths.
 """
 
 from __future__ import annotations
@@ -33,6 +36,24 @@ def pair_lengths(dataset, max_length: int | None = None) -> list[int]:
             n = len(prompt) + max(len(chosen), len(rejected))
             lengths.append(min(n, max_length) if max_length else n)
     return lengths
+
+
+def length_grouped_sampler(lengths, global_batch: int, seed: int):
+    """The sampler :class:`HandbookDPOTrainer` trains with: transformers' ``LengthGroupedSampler``.
+
+    ``lengths`` one per pair (:func:`pair_lengths`), ``global_batch`` the pairs of one optimizer step
+    over all processes (per-device batch × accumulation steps × processes), ``seed`` the data seed. Each
+    ``iter()`` draws a new order from the sampler's own generator (the next epoch's).
+    """
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    return LengthGroupedSampler(global_batch, lengths=lengths, generator=torch.Generator().manual_seed(seed))
+
+
+def reference_pass_order(lengths) -> np.ndarray:
+    """The order of the precomputed reference pass: longest pair first (an out-of-memory shows at once)."""
+    return np.argsort(-np.asarray(lengths), kind="stable")
 
 
 def length_grouped_order(lengths, batch_size: int, mega_batch_mult: int | None = None, seed: int = 0) -> list[int]:
@@ -64,8 +85,6 @@ def padding_efficiency(lengths, batch_size: int, order: str = "random", seed: in
 
 @functools.cache
 def _dpo_trainer_class():
-    import torch
-    from transformers.trainer_pt_utils import LengthGroupedSampler
     from trl import DPOTrainer
 
     class HandbookDPOTrainer(DPOTrainer):
@@ -82,25 +101,23 @@ def _dpo_trainer_class():
                 # processes sees the same order: N processes take turns at the batches of one process's run.
                 global_batch = (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
                                 * self.args.world_size)
-                return LengthGroupedSampler(global_batch, lengths=pair_lengths(dataset, self.args.max_length),
-                                            generator=self._seeded_generator())
+                return length_grouped_sampler(pair_lengths(dataset, self.args.max_length), global_batch,
+                                              self._data_seed())
             return super()._get_train_sampler(train_dataset)
 
-        def _seeded_generator(self):
-            return torch.Generator().manual_seed(self.args.data_seed if self.args.data_seed is not None
-                                                 else self.args.seed)
+        def _data_seed(self):
+            return self.args.data_seed if self.args.data_seed is not None else self.args.seed
 
         def _get_eval_sampler(self, eval_dataset):
             if self._pairs_grouped(eval_dataset):
-                return LengthGroupedSampler(self.args.eval_batch_size, generator=self._seeded_generator(),
-                                            lengths=pair_lengths(eval_dataset, self.args.max_length))
+                return length_grouped_sampler(pair_lengths(eval_dataset, self.args.max_length),
+                                              self.args.eval_batch_size, self._data_seed())
             return super()._get_eval_sampler(eval_dataset)
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
             if not hasattr(dataset, "column_names") or "prompt_ids" not in dataset.column_names or len(dataset) < 2:
                 return super()._precompute_ref_logps(dataset, name, batch_size)
-            lengths = np.asarray(pair_lengths(dataset, self.args.max_length))
-            order = np.argsort(-lengths, kind="stable")  # longest first: an out-of-memory shows at once
+            order = reference_pass_order(pair_lengths(dataset, self.args.max_length))
             scored = super()._precompute_ref_logps(dataset.select(order), name, batch_size)
             return scored.select(np.argsort(order, kind="stable"))  # back to the dataset's order
 

@@ -5,11 +5,9 @@ follow-up instruction x1 from (x0, y0); the teacher answers x1; and so on for ``
 assistant turns. The result has ``ultrachat_200k``'s schema: ``prompt``, ``prompt_id`` (SHA-256
 of the prompt), ``messages``.
 
-Generation is resumable. Every finished call is appended to a JSONL cache as it arrives
-(``{"prompt_id", "step", "content"}``); a restarted run with the same arguments reads the cache,
-skips every finished call and continues each dialogue where it stopped, so it ends with exactly
-the rows of an uninterrupted run. The cache's first line records the arguments; resuming with
-different ones is refused.
+Generation is resumable through :class:`handbook.core.runner.ResumableCalls` (one call per
+dialogue step, records ``{"prompt_id", "step", "content"}``): a restarted run continues each
+dialogue where it stopped and ends with exactly the rows of an uninterrupted run.
 
     python -m handbook.dsft_data --config my_data.yaml [--key value ...]
 """
@@ -17,18 +15,14 @@ different ones is refused.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Sequence
-
-from tqdm.auto import tqdm
 
 from ..core.backends import ChatBackend, Sampling
 from ..core.data import prompt_id
-from ..core.runner import CallCache
+from ..core.runner import ResumableCalls
 
 USER_SIMULATOR_SYSTEM = (
     "You are playing the user in a conversation with an AI assistant. Read the conversation so far "
@@ -70,14 +64,21 @@ class DialogueConfig:
 
 
 def _messages_from(prompt: str, pid: str, done: dict, steps: int) -> list[dict]:
-    """The dialogue so far: the prompt, then each finished step (odd steps are user turns)."""
+    """The dialogue so far: the prompt, then each finished step (odd steps are user turns); ``done``
+    maps ``(prompt_id, step)`` to its record."""
     messages = [{"role": "user", "content": prompt}]
     for step in range(steps):
-        content = done.get((pid, step))
-        if content is None:
+        record = done.get((pid, step))
+        if record is None:
             break
-        messages.append({"role": "assistant" if step % 2 == 0 else "user", "content": content})
+        messages.append({"role": "assistant" if step % 2 == 0 else "user", "content": record["content"]})
     return messages
+
+
+def _step_request(prompt: str, pid: str, done: dict, step: int) -> list[dict]:
+    """The conversation sent for ``step``: the dialogue so far, or (odd steps) the request to write the user turn."""
+    messages = _messages_from(prompt, pid, done, step)
+    return messages if step % 2 == 0 else user_turn_request(messages)
 
 
 def generate_dialogues(
@@ -92,7 +93,8 @@ def generate_dialogues(
 
     Step ``2k`` is the teacher's answer to the k-th user turn; step ``2k+1`` is the next user turn,
     written by ``user`` (default: the teacher itself) from the transcript so far. Steps run
-    breadth-first in batches; each finished batch is appended to the cache at once.
+    breadth-first in batches of ``config.batch_size``, one phase of
+    :class:`handbook.core.runner.ResumableCalls` each (resumable through ``cache_path``).
     """
     from datasets import Dataset
 
@@ -104,48 +106,17 @@ def generate_dialogues(
     steps = 2 * config.num_turns - 1
     meta = {"config": asdict(config), "teacher": teacher.name, "user": user.name,
             "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
-    cache = CallCache(cache_path, meta, ("prompt_id", "step")) if cache_path is not None else None
-    done: dict[tuple[str, int], str] = {k: r["content"] for k, r in cache.records.items()} if cache else {}
     ids = [prompt_id(p) for p in prompts]
 
-    total = len(prompts) * steps
-    bar = tqdm(total=total, desc="dSFT dialogues (calls)", disable=not progress, initial=len(done))
-    for step in range(steps):
-        backend = teacher if step % 2 == 0 else user
-        todo = [(p, pid) for p, pid in zip(prompts, ids) if (pid, step) not in done]
-        for start in range(0, len(todo), config.batch_size):
-            chunk = todo[start:start + config.batch_size]
-            conversations = []
-            for p, pid in chunk:
-                messages = _messages_from(p, pid, done, step)
-                conversations.append(messages if step % 2 == 0 else user_turn_request(messages))
+    with ResumableCalls(cache_path, meta, ("prompt_id", "step"), len(prompts) * steps, "dSFT dialogues (calls)",
+                        progress) as calls:
+        done = calls.results
+        for step in range(steps):  # a phase per step: its conversations need the earlier steps' results
+            backend = teacher if step % 2 == 0 else user
             sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens, config.seed + step)
-            replies = backend.chat(conversations, sampling)
-            records = [{"prompt_id": pid, "step": step, "content": r.strip()} for (_, pid), r in zip(chunk, replies)]
-            for rec in records:
-                done[(rec["prompt_id"], rec["step"])] = rec["content"]
-            if cache:
-                cache.append(records)
-            bar.update(len(records))
-    bar.close()
+            calls.run([((pid, step), _step_request(p, pid, done, step))
+                       for p, pid in zip(prompts, ids) if (pid, step) not in done],
+                      lambda batch: [{"content": r.strip()} for r in backend.chat(batch, sampling)],
+                      config.batch_size)
     rows = [{"prompt": p, "prompt_id": pid, "messages": _messages_from(p, pid, done, steps)} for p, pid in zip(prompts, ids)]
     return Dataset.from_list(rows)
-
-
-def load_seed_prompts(source: str) -> list[str]:
-    """Prompts from a text file (one per line) or a JSONL file (a ``prompt`` field); errors name file and line."""
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"seed prompt file {source!r} does not exist")
-    prompts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            rec = json.loads(line)
-            if not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
-                raise ValueError(f"{source}, line {n}: field 'prompt' is missing or empty")
-            prompts.append(rec["prompt"])
-        else:
-            prompts.append(line)
-    return prompts

@@ -24,11 +24,9 @@ import uuid
 from collections import defaultdict
 from typing import Sequence
 
-from tqdm.auto import tqdm
-
 from ..core.backends import ChatBackend, Sampling, chat_with_errors
 from ..core.data import read_jsonl
-from ..core.runner import CallCache
+from ..core.runner import ResumableCalls
 from .judge_prompts import load_judge_prompts
 
 CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
@@ -63,40 +61,38 @@ def generate_answers(questions: Sequence[dict], backend: ChatBackend, model_id: 
     """Two-turn answers in FastChat's ``model_answer`` format, one row per question.
 
     Questions are batched by category (each category has its temperature); turn 2 sees the
-    question, the model's own first answer and the follow-up.
+    question, the model's own first answer and the follow-up. Resumable through
+    :class:`handbook.core.runner.ResumableCalls` (keys ``question_id``, ``turn``), a phase per turn and
+    temperature.
     """
     meta = {"model_id": model_id, "backend": backend.name, "max_new_tokens": max_new_tokens, "seed": seed,
             "questions": [q["question_id"] for q in questions]}
-    cache = CallCache(cache_path, meta, ("question_id", "turn")) if cache_path else None
-    done = {k: r["content"] for k, r in cache.records.items()} if cache else {}
     n_turns = max(len(q["turns"]) for q in questions)
-    bar = tqdm(total=sum(len(q["turns"]) for q in questions), desc=f"answers of {model_id}", disable=not progress,
-               initial=len(done))
-    for turn in range(n_turns):
-        by_temperature = defaultdict(list)
-        for q in questions:
-            if turn < len(q["turns"]) and (q["question_id"], turn) not in done:
-                by_temperature[TEMPERATURE.get(q["category"], 0.7)].append(q)
-        for temperature, qs in sorted(by_temperature.items()):
-            conversations = []
-            for q in qs:
-                conv = []
-                for t in range(turn):
-                    conv += [{"role": "user", "content": q["turns"][t]},
-                             {"role": "assistant", "content": done[(q["question_id"], t)]}]
-                conversations.append(conv + [{"role": "user", "content": q["turns"][turn]}])
-            replies = backend.chat(conversations, Sampling(temperature, 1.0, max_new_tokens, seed + turn))
-            records = [{"question_id": q["question_id"], "turn": turn, "content": r} for q, r in zip(qs, replies)]
-            for r in records:
-                done[(r["question_id"], r["turn"])] = r["content"]
-            if cache:
-                cache.append(records)
-            bar.update(len(records))
-    bar.close()
+    with ResumableCalls(cache_path or None, meta, ("question_id", "turn"), sum(len(q["turns"]) for q in questions),
+                        f"answers of {model_id}", progress) as calls:
+        done = calls.results
+        for turn in range(n_turns):
+            by_temperature = defaultdict(list)
+            for q in questions:
+                if turn < len(q["turns"]) and (q["question_id"], turn) not in done:
+                    by_temperature[TEMPERATURE.get(q["category"], 0.7)].append(q)
+            for temperature, qs in sorted(by_temperature.items()):  # one batch per temperature
+                sampling = Sampling(temperature, 1.0, max_new_tokens, seed + turn)
+                calls.run([((q["question_id"], turn), _answer_request(q, turn, done)) for q in qs],
+                          lambda batch: [{"content": r} for r in backend.chat(batch, sampling)])
     return [{"question_id": q["question_id"], "answer_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{model_id}/{q['question_id']}").hex,
-             "model_id": model_id, "choices": [{"index": 0, "turns": [done[(q["question_id"], t)]
+             "model_id": model_id, "choices": [{"index": 0, "turns": [done[(q["question_id"], t)]["content"]
                                                                       for t in range(len(q["turns"]))]}],
              "tstamp": time.time()} for q in questions]
+
+
+def _answer_request(question: dict, turn: int, done: dict) -> list[dict]:
+    """The conversation that asks for ``turn``: the earlier turns with the model's own answers (records in ``done``)."""
+    conv = []
+    for t in range(turn):
+        conv += [{"role": "user", "content": question["turns"][t]},
+                 {"role": "assistant", "content": done[(question["question_id"], t)]["content"]}]
+    return conv + [{"role": "user", "content": question["turns"][turn]}]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +147,9 @@ def render_single(question: dict, answer: dict, turn: int, prompts: dict[str, di
 def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: ChatBackend, judge_model: str,
                   prompts: dict[str, dict] | None = None, references=None, cache_path=None,
                   max_new_tokens: int = 2048, progress: bool = True) -> list[dict]:
-    """FastChat ``model_judgment`` rows (single grading) for every answered turn; greedy judge."""
+    """FastChat ``model_judgment`` rows (single grading) for every answered turn; greedy judge.
+
+    Resumable through :class:`handbook.core.runner.ResumableCalls` (keys ``model``, ``question_id``, ``turn``)."""
     prompts = prompts or load_judge_prompts()
     by_id = {q["question_id"]: q for q in questions}
     items = []
@@ -162,26 +160,20 @@ def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: Cha
             items.append((a["model_id"], q["question_id"], turn + 1, name, messages))
     meta = {"judge": judge_model, "backend": judge.name,
             "answers_sha256": _sha([a["choices"][0]["turns"] for a in answers])}
-    cache = CallCache(cache_path, meta, ("model", "question_id", "turn")) if cache_path else None
-    done = dict(cache.records) if cache else {}
-    todo = [it for it in items if (it[0], it[1], it[2]) not in done]
-    bar = tqdm(total=len(items), desc="MT-Bench judgments", disable=not progress, initial=len(items) - len(todo))
-    for start in range(0, len(todo), 64):
-        chunk = todo[start:start + 64]
-        replies = chat_with_errors(judge, [m for *_, m in chunk], Sampling(0.0, 1.0, max_new_tokens, 0))
+
+    def judge_batch(batch):  # FastChat's judgment rows, key fields in FastChat's order
+        replies = chat_with_errors(judge, [m for *_, m in batch], Sampling(0.0, 1.0, max_new_tokens, 0))
         records = []
-        for (model, qid, turn, name, messages), reply in zip(chunk, replies):
+        for (model, qid, turn, name, messages), reply in zip(batch, replies):
             judgment = f"ERROR: {reply}" if isinstance(reply, Exception) else reply
             records.append({"question_id": qid, "model": model, "judge": [judge_model, name],
                             "user_prompt": messages[1]["content"], "judgment": judgment,
                             "score": extract_rating(judgment), "turn": turn, "tstamp": time.time()})
-        for r in records:
-            done[(r["model"], r["question_id"], r["turn"])] = r
-        if cache:
-            cache.append(records)
-        bar.update(len(records))
-    bar.close()
-    return [done[(m, q, t)] for m, q, t, *_ in items]
+        return records
+
+    with ResumableCalls(cache_path or None, meta, ("model", "question_id", "turn"), len(items), "MT-Bench judgments",
+                        progress) as calls:
+        return calls.run([(it[:3], it) for it in items], judge_batch, 64)
 
 
 def _sha(obj) -> str:

@@ -14,7 +14,7 @@ class ToyTeacher:
     """The toy world's teacher behind the backend interface.
 
     As the assistant it answers the last user message with ``world.teacher_reply``; asked to play
-    the user (a conversation whose system message is ``handbook.dsft_data.USER_SIMULATOR_SYSTEM``)
+    the user (a conversation whose system message is ``handbook.dsft.dialogues.USER_SIMULATOR_SYSTEM``)
     it writes a follow-up instruction of the same category from the *train* split. Each reply is
     drawn with a random generator seeded by the conversation itself, so a reply does not depend on
     batching or on what ran before it: a resumed run reproduces an uninterrupted one exactly.

@@ -1,0 +1,72 @@
+"""The one tier table: for every stage and tier, a recipe that exists and parses, a starting model, the data."""
+
+import pytest
+from trl import DPOConfig, SFTConfig
+
+from handbook.core.configs import read_recipe, recipe_path
+from handbook.core.models import ModelArguments
+from handbook.ddpo.training import DPODataArguments
+from handbook.dsft.training import SFTDataArguments
+from handbook.tiers import STAGES, TIER_NAMES, prompts_from, resolve_model_args, stage_setup
+
+TYPES = {"sft": [ModelArguments, SFTDataArguments, SFTConfig], "dpo": [ModelArguments, DPODataArguments, DPOConfig]}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("tier", TIER_NAMES)
+def test_every_stage_and_tier_has_an_entry(stage, tier):
+    setup = stage_setup(stage, tier)
+    assert (setup.stage, setup.tier) == (stage, tier)
+    assert setup.data
+    if setup.recipe is None:
+        assert setup.note  # says why there is none and what to do instead
+        with pytest.raises(ValueError, match=stage):
+            setup.recipe_file
+    else:
+        assert setup.recipe_file.is_file()
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+@pytest.mark.parametrize("tier", TIER_NAMES)
+def test_the_table_and_its_training_recipes_agree(stage, tier):
+    setup = stage_setup(stage, tier)
+    if setup.recipe is None:
+        pytest.skip(setup.note)
+    model_args, data_args, _ = read_recipe(setup.recipe_file, TYPES[stage], output_dir="unused")
+    assert model_args.model_name_or_path == setup.model
+    assert data_args.dataset_name == setup.data
+
+
+def test_unknown_stage_or_tier_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown stage"):
+        stage_setup("rlhf", "toy")
+    with pytest.raises(ValueError, match="unknown tier"):
+        stage_setup("sft", "huge")
+
+
+def test_recipes_are_found_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert recipe_path("recipes/toy/sft/config.yaml") == recipe_path("toy/sft/config.yaml")
+    assert recipe_path("toy/sft/config.yaml").is_file()
+    local = tmp_path / "mine.yaml"
+    local.write_text("seed: 1\n")
+    assert recipe_path("mine.yaml") == local.relative_to(tmp_path)  # a file that exists wins
+    with pytest.raises(FileNotFoundError, match="no/such.yaml"):
+        recipe_path("no/such.yaml")
+
+
+def test_recipe_names_resolve(toy_base):
+    args = resolve_model_args(ModelArguments(model_name_or_path="toy"))
+    assert args.model_name_or_path == str(toy_base)
+    hub = resolve_model_args(ModelArguments(model_name_or_path="mistralai/Mistral-7B-v0.1"))
+    assert hub.model_name_or_path == "mistralai/Mistral-7B-v0.1"
+
+
+def test_toy_prompts_come_from_the_named_split():
+    from handbook.toy import world
+
+    train = prompts_from("toy", 2, seed=0)
+    heldout = prompts_from("toy", 2, seed=0, split="heldout")
+    assert len(train) == len(heldout) == 2 * len(world.CATEGORIES)
+    assert all(world.parse_prompt(p).split == "train" for p in train)
+    assert all(world.parse_prompt(p).split == "heldout" for p in heldout)
