@@ -21,7 +21,7 @@ from .tiers import resolve_model_args, sft_datasets
 logger = logging.getLogger(__name__)
 
 
-def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args, datasets=None):
+def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args, datasets=None, callbacks=None):
     """dSFT as the CLI runs it: names resolved, data loaded (unless ``datasets`` = ``(train, eval)``
     is given), model, tokenizer and logs saved to ``output_dir``. Returns the trainer."""
     resolve_model_args(model_args)
@@ -30,7 +30,7 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
         for r in reports:
             logger.info("%s", r)
         datasets = (train_ds, eval_ds)
-    return training.train(model_args, data_args, training_args, datasets=datasets)
+    return training.train(model_args, data_args, training_args, datasets=datasets, callbacks=callbacks)
 
 
 def main(argv: list[str] | None = None) -> None:

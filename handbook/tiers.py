@@ -97,8 +97,8 @@ _TABLE: dict[str, StageSetup] = {s.stage + "/" + s.tier: s for s in (
                     "`python -m handbook.aif convert`, or run `python -m handbook.aif generate` with a recipe of "
                     "your own pool and judge endpoint"),
     StageSetup("dpo", "toy", "toy/dpo/config.yaml", "toy-dsft", "toy"),
-    StageSetup("dpo", "small", None, None, "HuggingFaceH4/ultrafeedback_binarized",
-               note="no small-tier dDPO recipe yet"),
+    StageSetup("dpo", "small", "smollm2-135m/dpo/config.yaml", "runs/smollm2-135m/sft",
+               "HuggingFaceH4/ultrafeedback_binarized"),
     StageSetup("dpo", "full", "zephyr-7b-beta/dpo/config_full.yaml", "data/zephyr-7b-sft-full",
                "HuggingFaceH4/ultrafeedback_binarized"),
     StageSetup("evaluation", "toy", None, "toy-dsft", "toy",

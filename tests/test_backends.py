@@ -144,5 +144,5 @@ def test_http_backend_gives_up_after_its_retry_budget(llama_server):
 
 
 def test_build_backend_rejects_unknown_types():
-    with pytest.raises(ValueError, match="backend type must be one of toy, toy-judge, transformers, vllm, openai"):
+    with pytest.raises(ValueError, match="backend type must be one of toy, toy-judge, toy-mt-judge, transformers, vllm, openai"):
         build_backend({"type": "grpc"})

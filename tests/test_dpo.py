@@ -158,10 +158,12 @@ def test_paper_values_in_the_recipes():
     _, data, full = parse_config(TYPES, ["--config", str(ROOT / "recipes/zephyr-7b-beta/dpo/config_full.yaml")])
     assert (full.beta, full.learning_rate, full.lr_scheduler_type, full.num_train_epochs) == (0.1, 5e-7, "linear", 3)
     assert full.warmup_steps == 0.1 and full.max_length == 1024
-    assert full.per_device_train_batch_size * full.gradient_accumulation_steps * 8 == 32
+    # one process here: the whole global batch of 32 in accumulation (8 GPUs: 2 × 2 × 8)
+    assert full.per_device_train_batch_size * full.gradient_accumulation_steps == 32
     assert (data.dataset_name, data.dataset_train_split) == ("HuggingFaceH4/ultrafeedback_binarized", "train_prefs")
     _, _, v2 = parse_config(TYPES, ["--config", str(ROOT / "recipes/zephyr-7b-beta/dpo/config_full_v2.yaml")])
     assert (v2.beta, v2.num_train_epochs, v2.lr_scheduler_type) == (0.01, 1, "cosine")
+    assert v2.per_device_train_batch_size * v2.gradient_accumulation_steps == 128  # the revision's 8 × 2 × 8 GPUs
     m, _, q = parse_config(TYPES, ["--config", str(ROOT / "recipes/zephyr-7b-beta/dpo/config_qlora.yaml")])
     assert m.load_in_4bit and m.use_peft and m.lora_r == m.lora_alpha == 128
     assert q.learning_rate == 5e-6 and q.optim == "paged_adamw_32bit"
@@ -179,3 +181,38 @@ def test_malformed_triples_are_refused(mutate, message):
     mutate(rows[1])
     with pytest.raises(ValueError, match=message):
         to_trl_pairs(rows)
+
+
+def test_ddpo_resumes_from_its_last_checkpoint(students, pairs, tmp_path):
+    """Killed after checkpoint-2, a rerun with ``resume_from_checkpoint: true`` goes on at step 3 with the
+    steps an uninterrupted run takes (same losses), and leaves the earlier checkpoint as it was."""
+    from transformers import TrainerCallback
+
+    class KilledAfterFirstCheckpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt("killed")
+
+    def run(out, resume=False, callbacks=None):
+        args = ModelArguments(model_name_or_path=students["dsft"])
+        config = _config(tmp_path, output_dir=str(out), max_steps=4, save_strategy="steps", save_steps=2,
+                         per_device_train_batch_size=2, precompute_ref_log_probs=True,
+                         resume_from_checkpoint="true" if resume else None)
+        return train(args, DPODataArguments(), config, datasets=(pairs, None), callbacks=callbacks)
+
+    straight = run(tmp_path / "straight")
+    losses = {e["step"]: e["loss"] for e in straight.state.log_history if "loss" in e}
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", callbacks=[KilledAfterFirstCheckpoint()])
+    assert (tmp_path / "killed" / "checkpoint-2").is_dir() and not (tmp_path / "killed" / "checkpoint-4").exists()
+    class Steps(TrainerCallback):
+        taken = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            Steps.taken.append(state.global_step)
+
+    resumed = run(tmp_path / "killed", resume=True, callbacks=[Steps()])
+    assert Steps.taken == [3, 4]  # went on from checkpoint-2, not from step 1
+    logged = {e["step"]: e["loss"] for e in resumed.state.log_history if "loss" in e}
+    assert sorted(logged) == [1, 2, 3, 4]  # the killed run's log, continued
+    for step, loss in logged.items():
+        assert loss == pytest.approx(losses[step], rel=1e-4)

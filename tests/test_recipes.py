@@ -32,37 +32,6 @@ def test_every_recipe_is_covered():
     assert len(SFT_RECIPES) >= 4 and len(DPO_RECIPES) >= 4
 
 
-def _conversation(prompt, answer):
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-
-
-@pytest.fixture(scope="module")
-def local_data(tmp_path_factory):
-    """Toy-world rows in ultrachat_200k's and ultrafeedback_binarized's schemas, with each recipe's split names."""
-    import random
-
-    from datasets import Dataset, DatasetDict
-
-    from handbook.core.data import prompt_id
-    from handbook.toy import world
-
-    root = tmp_path_factory.mktemp("recipe-data")
-    rng = random.Random(0)
-    prompts = world.sample_prompts(3, "train", seed=0)
-    dialogues, triples = [], []
-    for p in prompts:
-        good = p.reference_answer()
-        bad = p.task.wrong_answer(p.item, rng)
-        dialogues.append({"prompt": p.text, "prompt_id": prompt_id(p.text), "messages": _conversation(p.text, good)})
-        triples.append({"prompt": p.text, "prompt_id": prompt_id(p.text), "chosen": _conversation(p.text, good),
-                        "rejected": _conversation(p.text, bad), "messages": _conversation(p.text, good),
-                        "score_chosen": 10.0, "score_rejected": 2.0})
-    sft, dpo = root / "sft", root / "dpo"
-    DatasetDict(train_sft=Dataset.from_list(dialogues), test_sft=Dataset.from_list(dialogues[:8])).save_to_disk(str(sft))
-    DatasetDict(train_prefs=Dataset.from_list(triples), test_prefs=Dataset.from_list(triples[:8])).save_to_disk(str(dpo))
-    return {"sft": str(sft), "dpo": str(dpo)}
-
-
 def _swapped(recipe: Path, toy_base, data: str, out: Path) -> list[str]:
     config = load_yaml(recipe)
     argv = ["--config", str(recipe), "--model_name_or_path", str(toy_base), "--dataset_name", data,
@@ -82,9 +51,9 @@ def _first_step(trainer, out: Path):
 
 
 @pytest.mark.parametrize("recipe", SFT_RECIPES, ids=lambda p: str(p.relative_to(RECIPES_DIR)))
-def test_sft_recipe_starts_as_written(recipe, toy_base, local_data, tmp_path):
+def test_sft_recipe_starts_as_written(recipe, toy_base, recipe_data, tmp_path):
     model_args, data_args, training_args = parse_config(
-        [ModelArguments, SFTDataArguments, SFTConfig], _swapped(recipe, toy_base, local_data["sft"], tmp_path))
+        [ModelArguments, SFTDataArguments, SFTConfig], _swapped(recipe, toy_base, recipe_data["sft"], tmp_path))
     written = load_yaml(recipe)
     assert training_args.learning_rate == pytest.approx(float(written["learning_rate"]))
     assert training_args.packing == written.get("packing", False)
@@ -93,9 +62,9 @@ def test_sft_recipe_starts_as_written(recipe, toy_base, local_data, tmp_path):
 
 
 @pytest.mark.parametrize("recipe", DPO_RECIPES, ids=lambda p: str(p.relative_to(RECIPES_DIR)))
-def test_dpo_recipe_starts_as_written(recipe, toy_base, local_data, tmp_path):
+def test_dpo_recipe_starts_as_written(recipe, toy_base, recipe_data, tmp_path):
     model_args, data_args, training_args = parse_config(
-        [ModelArguments, DPODataArguments, DPOConfig], _swapped(recipe, toy_base, local_data["dpo"], tmp_path))
+        [ModelArguments, DPODataArguments, DPOConfig], _swapped(recipe, toy_base, recipe_data["dpo"], tmp_path))
     written = load_yaml(recipe)
     assert training_args.beta == pytest.approx(float(written["beta"]))
     trainer = dpo_train(model_args, data_args, training_args)

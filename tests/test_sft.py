@@ -88,7 +88,8 @@ def test_paper_values_in_the_full_recipe():
     assert (data_args.dataset_train_split, data_args.dataset_test_split) == ("train_sft", "test_sft")
     assert args.learning_rate == 2e-5 and args.lr_scheduler_type == "cosine" and args.num_train_epochs == 1
     assert args.warmup_steps == 0.1 and args.max_length == 2048 and args.packing
-    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 512
+    assert args.packing_strategy == "bfd_split"  # long dialogues split, not cut
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 512  # one process: 16 × 32 × 1
 
 
 def test_assistant_only_loss_trains_only_on_assistant_tokens(tmp_path, small_dialogues):

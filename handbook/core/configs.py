@@ -454,6 +454,15 @@ class HandbookParser(TrlParser):
             env, global_batch, accumulation_in_file = {}, None, False
         if any(a == "--config" or a.startswith("--config=") for a in args):
             raise ConfigError("command line: --config given twice")
+        overrides = dict(overrides or {})
+        global_batch = overrides.pop("global_batch_size", global_batch)
+        args, cli_global_batch = _pop_option(args, "global_batch_size")
+        if cli_global_batch is not None:
+            try:
+                global_batch = int(cli_global_batch)
+            except ValueError:
+                raise ConfigError(f"command line: `global_batch_size`: invalid value {cli_global_batch!r}; expected "
+                                  "a positive integer") from None
         if overrides:
             check_keys(overrides, types_, "keyword arguments", allowed=known_keys(types_))
             config.update(self.check_values(overrides, "keyword arguments"))
@@ -505,6 +514,18 @@ class HandbookParser(TrlParser):
             got = f"unknown command {args[0]!r}" if args else "a command is required"
             raise ConfigError(f"command line: {got}; choose from {', '.join(commands)}\n{self.format_usage()}")
         return args[0], commands[args[0]].parse_args_and_config(args[1:], overrides)
+
+
+def _pop_option(args: list[str], name: str) -> tuple[list[str], str | None]:
+    """``args`` without ``--name value`` (or ``--name=value``), and the value (``None`` if absent)."""
+    for i, arg in enumerate(args):
+        if arg == f"--{name}":
+            if i + 1 >= len(args):
+                raise ConfigError(f"command line: --{name} needs a value")
+            return args[:i] + args[i + 2:], args[i + 1]
+        if arg.startswith(f"--{name}="):
+            return args[:i] + args[i + 1:], arg.split("=", 1)[1]
+    return args, None
 
 
 def apply_global_batch(training_args, global_batch, processes: int, source: str | None = None,

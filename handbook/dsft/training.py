@@ -87,7 +87,7 @@ def prepare_sft_splits(train, test, data_args: SFTDataArguments):
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args, datasets=None):
+def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args, datasets=None, callbacks=None):
     """Fine-tune ``model_args``' model on the dialogues; save model, tokenizer and logs to ``output_dir``.
 
     ``datasets`` may pass ``(train, eval)`` directly (the notebook does); otherwise they are loaded
@@ -117,6 +117,7 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        callbacks=callbacks,
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args))
     save_training_outputs(trainer, tokenizer, result, training_args.output_dir)
