@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Nothing may reach for a hub: the toy tier builds everything it needs locally.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install tutorial test bench lab clean
+.PHONY: install tutorial test bench gpu-check lab clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: install
 # CPU benchmarks side by side (bench/README.md); ~15 min on 2 cores; results in bench/results/latest.json.
 bench: install
 	$(OFFLINE) $(PY) bench/run_all.py
+
+# On a GPU machine: the dSFT and dDPO entry points on the Zephyr recipes (~1B random-init model, synthetic data) and
+# the notebooks at tier=small, measured into bench/results/gpu_check.json.
+gpu-check: install
+	$(OFFLINE) $(PY) bench/gpu_check.py --out bench/results/gpu_check.json
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

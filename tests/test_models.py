@@ -128,3 +128,6 @@ def test_small_tier_offline_loads_the_real_smollm2_gguf():
     reply = generate_replies(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]],
                              max_new_tokens=12)[0]
     assert "Paris" in reply
+    # de-quantised on load: an ordinary model that trains and saves as plain weights (the small tier trains it)
+    assert not model.is_quantized and getattr(model.config, "quantization_config", None) is None
+    assert next(model.parameters()).dtype == torch.float32 and next(model.parameters()).requires_grad

