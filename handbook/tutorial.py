@@ -1,10 +1,16 @@
-"""Execute every notebook at toy size with papermill and summarise what each stage achieved.
+"""Execute every notebook with papermill (at toy size by default) and summarise what each stage achieved.
 
     python -m handbook.tutorial [--runs-dir runs] [--only 00] [-p key=value ...]
+    python -m handbook.tutorial -p tier=small -p max_steps=2 -p max_length=128 -p batch_size=2 ...
 
 Each notebook runs into ``runs/<timestamp>/<notebook>/`` (the executed notebook, its figures and
-its ``metrics.json``); ``runs/<timestamp>/summary.json`` collects
-``{"total_seconds": ..., "notebooks": {"<name>": {"seconds": ..., "metrics": {...}}}}``.
+its ``metrics.json``); the notebooks of one run are sibling folders, so a later notebook finds an earlier
+one's output (``handbook.tiers.previous_output``). ``runs/<timestamp>/summary.json`` collects ``{"total_seconds":
+..., "parameters": {...}, "notebooks": {"<name>": {"seconds": ..., "tier": ..., "metrics": {...}}}}``.
+Every ``-p`` goes to every notebook (papermill injects it; a notebook without that parameter ignores it), so the
+notebooks share parameter names: ``tier``, ``max_steps``, ``max_length``, ``batch_size``, ``max_samples``,
+``max_new_tokens``, ``n_per_category``, ``prompts_per_category``, ``eval_prompts_per_category``, ``betas``, the
+endpoints' ``teacher_base_url`` / ``judge_base_url`` (and ``_model``), ``questions_path``.
 ``make tutorial`` calls this; the papermill tests call ``run_notebook``.
 """
 
@@ -21,6 +27,14 @@ from .notebook import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+# The small tier at smoke-test sizes: SmolLM2's real weights, two optimizer steps, one prompt per category —
+# what CI runs (tests/test_notebooks_small.py, ~4 min on 2 CPU cores) and the GPU check repeats.
+# Every notebook gets every key; one without that parameter ignores it.
+SMALL_SMOKE_PARAMETERS = {"tier": "small", "max_steps": 2, "max_length": 128, "batch_size": 2, "max_new_tokens": 16,
+                          "n_per_category": 1, "prompts_per_category": 1, "eval_prompts_per_category": 1,
+                          "betas": [0.1]}
 
 
 def discover_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -62,23 +76,24 @@ def run_tutorial(runs_dir: Path, only: list[str] | None = None, parameters: dict
     run_dir.mkdir(parents=True, exist_ok=False)
     notebooks = [nb for nb in discover_notebooks(notebooks_dir)
                  if not only or any(nb.stem.startswith(o) for o in only)]
-    summary = {"total_seconds": 0.0, "notebooks": {}}
+    summary = {"total_seconds": 0.0, "parameters": dict(parameters or {}), "notebooks": {}}
     start = time.perf_counter()
     for nb in notebooks:
         print(f"▶ {nb.name}", flush=True)
         seconds, metrics = run_notebook(nb, run_dir / nb.stem, parameters, progress_bar=True)
-        summary["notebooks"][nb.stem] = {"seconds": round(seconds, 2), "metrics": metrics}
+        tier = metrics.get("tier", (parameters or {}).get("tier", "toy"))  # what the notebook says it ran
+        summary["notebooks"][nb.stem] = {"seconds": round(seconds, 2), "tier": tier, "metrics": metrics}
         summary["total_seconds"] = round(time.perf_counter() - start, 2)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir, summary
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"{'notebook':<34} {'seconds':>8}  metrics"]
+    lines = [f"{'notebook':<34} {'tier':<5} {'seconds':>8}  metrics"]
     for name, entry in summary["notebooks"].items():
-        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in entry["metrics"].items())
-        lines.append(f"{name:<34} {entry['seconds']:>8.1f}  {metrics}")
-    lines.append(f"{'total':<34} {summary['total_seconds']:>8.1f}")
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in entry["metrics"].items() if k != "tier")
+        lines.append(f"{name:<34} {entry.get('tier', ''):<5} {entry['seconds']:>8.1f}  {metrics}")
+    lines.append(f"{'total':<34} {'':<5} {summary['total_seconds']:>8.1f}")
     return "\n".join(lines)
 
 

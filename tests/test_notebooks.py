@@ -1,4 +1,5 @@
 """Every notebook, executed at toy size through papermill, with assertions on what it produced.
+(The small tier, SmolLM2 for a few steps: ``tests/test_notebooks_small.py``.)
 
 The whole tutorial runs once per session through its CLI (``python -m handbook.tutorial``, what
 ``make tutorial`` calls); each notebook's recorded metrics are then checked here against
@@ -141,12 +142,14 @@ def test_every_notebook_has_expectations():
 
 def test_summary_json(tutorial):
     run_dir, summary = tutorial
-    assert set(summary) == {"total_seconds", "notebooks"}
+    assert set(summary) == {"total_seconds", "parameters", "notebooks"}
+    assert summary["parameters"] == {}  # the defaults: every notebook's own (tier "toy")
     assert list(summary["notebooks"]) == [p.stem for p in NOTEBOOKS]
     total = sum(e["seconds"] for e in summary["notebooks"].values())
     assert 0 < total <= summary["total_seconds"] + 1e-6
     for name, entry in summary["notebooks"].items():
-        assert set(entry) == {"seconds", "metrics"} and entry["metrics"], name
+        assert set(entry) == {"seconds", "tier", "metrics"} and entry["metrics"], name
+        assert entry["tier"] == entry["metrics"]["tier"] == "toy", name  # the tier each notebook ran at
         executed = run_dir / name / f"{name}.ipynb"
         nb = nbformat.read(executed, as_version=4)
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]

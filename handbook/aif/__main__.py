@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.configs import parse_command
-from ..tiers import prompts_from
-from ..toy.backends import build_backend
+from ..tiers import build_backend, prompts_from
 from .pipeline import AIFArguments, ConvertArguments, run_convert, run_generate
 
 COMMANDS = {"generate": [AIFArguments], "convert": [ConvertArguments]}

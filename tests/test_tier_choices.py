@@ -1,0 +1,202 @@
+"""The per-tier choices the notebooks make, owned by ``handbook.tiers``: where the hub is, who teaches and judges,
+which prompts, data and starting model each stage uses, and what an earlier notebook of the same run left.
+Fast: nothing here loads a model."""
+
+import json
+
+import pytest
+from trl import DPOConfig, SFTConfig
+
+from handbook.core.models import ModelArguments
+from handbook.ddpo.training import DPODataArguments
+from handbook.dsft.training import SFTDataArguments
+from handbook.tiers import (
+    MISTRAL_7B_SFT_HUB_ID, SMOLLM2_HUB_ID, ablation_models, aif_arguments, dpo_data_choice, dpo_datasets,
+    dpo_start_choice, heldout_check_choice, hub_reachable, judge_choice, judge_name, mt_bench_questions_choice,
+    previous_output, prompts_choice, read_sized_recipe, require_hub, sft_data_choice, stage_setup, teacher_choice,
+    throughput_setup, tier_note,
+)
+from handbook.toy import world
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A run directory with one notebook's folder, as the tutorial makes them (sibling folders)."""
+    return tmp_path / "run"
+
+
+def _save_dataset(path, rows):
+    from datasets import Dataset
+
+    Dataset.from_list(rows).save_to_disk(str(path))
+
+
+def _fake_model(path):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(b"")
+
+
+def test_hub_reachable_follows_hf_hub_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not hub_reachable()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert hub_reachable()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert hub_reachable()
+
+
+def test_the_full_tier_does_not_run_offline(offline):
+    with pytest.raises(RuntimeError, match="full tier: .*HF_HUB_OFFLINE is set"):
+        require_hub("full", "Mistral-7B")
+    require_hub("small", "anything")  # the small tier has its offline stand-ins
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        sft_data_choice("full", "unused/02")
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        dpo_data_choice("full", "unused/04")
+
+
+def test_tier_note_is_one_line_per_tier(offline):
+    for tier in ("toy", "small", "full"):
+        assert "\n" not in tier_note(tier) and tier_note(tier).startswith(tier)
+    assert "toy world's prompts, teacher and judge stand in" in tier_note("small")
+
+
+def test_teacher_and_judge_come_from_config_and_full_requires_them():
+    endpoint = teacher_choice("full", "http://127.0.0.1:8000/v1", "gpt-4")
+    assert endpoint.value == {"type": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "gpt-4"}
+    assert endpoint.source == "endpoint"
+    with pytest.raises(ValueError, match="full tier: the teacher must be .*teacher_base_url"):
+        teacher_choice("full")
+    with pytest.raises(ValueError, match="full tier: the judge must be .*judge_base_url"):
+        judge_choice("full")
+    with pytest.raises(ValueError, match="teacher_model is not"):
+        teacher_choice("small", "http://127.0.0.1:8000/v1")
+    toy, small = teacher_choice("toy"), teacher_choice("small")
+    assert toy.value == small.value == {"type": "toy"} and toy.note == ""
+    assert "toy teacher writes the dSFT data" in small.note
+    assert "win-rate reference" in teacher_choice("small", role="reference").note
+    assert judge_choice("small").value == {"type": "toy-judge", "noise": 0.1}
+    assert judge_choice("small", kind="mt-bench").value == {"type": "toy-mt-judge"}
+    assert judge_name(judge_choice("toy")) == "toy-rubric"
+    assert judge_name(judge_choice("full", "http://x/v1", "gpt-4", kind="mt-bench")) == "gpt-4"
+
+
+def test_prompts_follow_the_teacher_and_judge(offline):
+    toy = prompts_choice("sft", "small", [teacher_choice("small")], 1, seed=0)
+    assert toy.source == "toy" and len(toy.value) == len(world.CATEGORIES) and toy.note == ""
+    endpoint = teacher_choice("small", "http://x/v1", "m")
+    offline_prompts = prompts_choice("sft", "small", [endpoint], 1)
+    assert offline_prompts.source == "toy" and "no hub" in offline_prompts.note
+    assert prompts_choice("sft", "toy", [endpoint], 1).source == "toy"  # the toy tier stays in the toy world
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        prompts_choice("aif", "full", [endpoint, judge_choice("full", "http://x/v1", "m")], 1)
+
+
+def test_previous_output_is_a_sibling_folder_of_the_same_run(run):
+    here = run / "04_ddpo"
+    assert previous_output(here, "triples") is None
+    _save_dataset(run / "03_aif_preferences" / "triples", [{"a": 1}])
+    assert previous_output(here, "triples") == (run / "03_aif_preferences" / "triples").resolve()
+    (run / "02_dsft_training" / "model").mkdir(parents=True)
+    assert previous_output(here, "dsft_model") is None  # no weights: not a model
+    (run / "02_dsft_training" / "model" / "model.safetensors").write_bytes(b"")
+    assert previous_output(here, "dsft_model") is not None
+
+
+def test_small_offline_sft_data_is_notebook_01s_else_fresh_toy_dialogues(offline, run):
+    fresh = sft_data_choice("small", run / "02_dsft_training")
+    assert fresh.source == "fresh" and fresh.value["dataset_name"] == "toy" and "built fresh" in fresh.note
+    _save_dataset(run / "01_dsft_data" / "dsft_dataset", [{"messages": []}])
+    previous = sft_data_choice("small", run / "02_dsft_training")
+    assert previous.source == "previous" and previous.value["dataset_name"].endswith("01_dsft_data/dsft_dataset")
+    assert previous.value["dataset_test_split"] is None and previous.value["eval_strategy"] == "no"
+    toy = sft_data_choice("toy", run / "02_dsft_training")
+    assert toy.value == {"toy_data_dir": str(run / "02_dsft_training" / "data")}
+
+
+def test_ddpo_starts_from_notebook_02s_model_else_a_stand_in(offline, run, monkeypatch):
+    assert dpo_start_choice("toy", run / "04_ddpo").value == "toy-dsft"
+    fallback = dpo_start_choice("small", run / "04_ddpo")
+    assert fallback.value == SMOLLM2_HUB_ID and "stands in" in fallback.note
+    _fake_model(run / "02_dsft_training" / "model")
+    assert dpo_start_choice("small", run / "04_ddpo").source == "previous"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert dpo_start_choice("full", run / "04_ddpo").source == "previous"
+    assert dpo_start_choice("full", run / "elsewhere" / "04_ddpo").value == MISTRAL_7B_SFT_HUB_ID
+
+
+def test_small_offline_ddpo_data_is_notebook_03s_triples_with_a_quarter_held_out(offline, run, tmp_path):
+    fresh = dpo_data_choice("small", run / "04_ddpo")
+    assert fresh.source == "fresh" and fresh.value["dataset_name"] == "toy"
+    prompts = [p.text for p in world.sample_prompts(1, "train", 0)]
+    triples = [{"prompt": p, "chosen": [{"role": "user", "content": p}, {"role": "assistant", "content": "good"}],
+                "rejected": [{"role": "user", "content": p}, {"role": "assistant", "content": "bad"}]} for p in prompts]
+    _save_dataset(run / "03_aif_preferences" / "triples", triples)
+    choice = dpo_data_choice("small", run / "04_ddpo")
+    assert choice.source == "previous"
+    (_, data_args, _) = read_sized_recipe(stage_setup("dpo", "small").recipe_file,
+                                          [ModelArguments, DPODataArguments, DPOConfig], output_dir=str(tmp_path / "o"),
+                                          **choice.value)
+    train, heldout = dpo_datasets(data_args, hold_out=0.25, seed=0)
+    assert (len(train), len(heldout)) == (6, 2)
+    assert set(train.column_names) == {"prompt", "chosen", "rejected"}
+    assert dpo_datasets(data_args)[1] is None  # without hold_out: no evaluation pairs
+
+
+def test_read_sized_recipe_shrinks_a_run():
+    recipe = stage_setup("sft", "small").recipe_file
+    _, data_args, args = read_sized_recipe(recipe, [ModelArguments, SFTDataArguments, SFTConfig], output_dir="unused",
+                                           max_steps=2, max_length=128, batch_size=2, max_samples=4)
+    assert (args.max_steps, args.max_length, args.per_device_train_batch_size) == (2, 128, 2)
+    assert args.gradient_accumulation_steps == 1  # the recipe's global batch gives way: one batch per step
+    assert args.logging_steps == 1  # a 2-step run still logs its loss
+    assert data_args.max_train_samples == data_args.max_eval_samples == 4
+    _, _, recipe_args = read_sized_recipe(recipe, [ModelArguments, SFTDataArguments, SFTConfig], output_dir="unused")
+    assert recipe_args.gradient_accumulation_steps == 4 and recipe_args.max_length == 1024  # None: the recipe's
+
+
+def test_evaluation_choices(offline, run, tmp_path):
+    assert heldout_check_choice("toy").value and heldout_check_choice("small").value
+    assert not heldout_check_choice("full").value and "notebook 05" in heldout_check_choice("full").note
+    with pytest.raises(ValueError, match="questions_path"):
+        mt_bench_questions_choice("full", None, 10)
+    path = tmp_path / "question.jsonl"
+    categories = ["writing"] * 3 + ["math"] * 3
+    rows = [{"question_id": i, "category": c, "turns": ["a", "b"]} for i, c in enumerate(categories)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [q["question_id"] for q in mt_bench_questions_choice("full", str(path), 2).value] == [0, 1, 3, 4]
+    assert len(mt_bench_questions_choice("small", None, 1).value) == len(world.CATEGORIES)
+    toy = ablation_models("toy", run / "05_evaluation")
+    assert [c.source for c in toy.values()] == ["toy", "toy", "train", "train"]
+    small = ablation_models("small", run / "05_evaluation")
+    assert list(small) == ["base", "dsft", "ddpo_without_dsft", "dsft_ddpo"]
+    assert small["base"].value == SMOLLM2_HUB_ID and small["dsft_ddpo"].source == "train"
+    _fake_model(run / "04_ddpo" / "model")
+    assert ablation_models("small", run / "05_evaluation")["dsft_ddpo"].source == "previous"
+
+
+def test_aif_arguments_per_tier(offline, run, monkeypatch):
+    toy, notes = aif_arguments("toy", run / "03", prompts_per_category=60)
+    assert [m["name"] for m in toy.pool] == ["dsft-t1.0", "dsft-t0.7", "dsft-step100", "teacher"] and notes == []
+    small, notes = aif_arguments("small", run / "03", prompts_per_category=1, max_new_tokens=16,
+                                 teacher=teacher_choice("small", role="pool"), judge=judge_choice("small"))
+    assert [m["name"] for m in small.pool] == ["dsft-t1.0", "dsft-t0.7", "smollm2-instruct", "teacher"]
+    assert {m["max_new_tokens"] for m in small.pool} == {16} and small.judge["type"] == "toy-judge"
+    assert len(notes) == 3 and all("\n" not in n for n in notes)  # teacher, judge, dSFT model: one line each
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the full tier's dSFT model: the paper's, from the hub
+    full, _ = aif_arguments("full", run / "03", teacher=teacher_choice("full", "http://t/v1", "gpt-4"),
+                            judge=judge_choice("full", "http://j/v1", "gpt-4"))
+    assert full.pool[-1]["backend"]["type"] == "openai" and full.judge["base_url"] == "http://j/v1"
+
+
+def test_throughput_setup(offline, run):
+    recipe, overrides, _ = throughput_setup("toy", run / "06")
+    assert recipe == stage_setup("sft", "toy").recipe_file and "toy_data_dir" in overrides
+    recipe, overrides, note = throughput_setup("small", run / "06")
+    assert recipe == stage_setup("sft", "small").recipe_file and overrides["dataset_name"] == "toy" and note
