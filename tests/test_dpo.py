@@ -69,6 +69,26 @@ def test_eq1_by_hand_equals_trl_on_the_same_batch(students, pairs, tmp_path):
         assert mine[key] == pytest.approx(trl_metrics[key], abs=1e-5), key
 
 
+@pytest.mark.parametrize("beta", [0.01, 0.1, 0.5])
+def test_eq1_by_hand_equals_trl_when_the_policy_differs_from_the_reference(students, pairs, tmp_path, beta):
+    """At initialisation policy = reference and every reward is 0, where a wrong sign or a misplaced β would
+    pass; here the policy is the trained student and the reference its step-100 checkpoint."""
+    args = ModelArguments(model_name_or_path=students["dsft"])
+    trainer = DPOTrainer(model=get_model(args), ref_model=get_model(ModelArguments(model_name_or_path=students["dsft_early"])),
+                         args=_config(tmp_path, beta=beta, precompute_ref_log_probs=False), train_dataset=pairs,
+                         processing_class=get_tokenizer(args))
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    trl_loss = trainer.compute_loss(trainer.model, batch).item()
+    trl_metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+    mine = dpo_batch(trainer.model, trainer.ref_model, batch, beta=beta).metrics()
+    assert abs(mine["rewards/margins"]) > 1e-3 * beta  # the policy has moved away from the reference
+    assert mine["loss"] == pytest.approx(trl_loss, abs=1e-5)
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                "logps/rejected"):
+        assert mine[key] == pytest.approx(trl_metrics[key], abs=1e-5), key
+
+
 def test_loss_formula_on_numbers():
     out = dpo_loss(torch.tensor([-10.0, -5.0]), torch.tensor([-12.0, -4.0]), torch.tensor([-11.0, -5.0]),
                    torch.tensor([-11.0, -5.0]), beta=0.5)

@@ -172,6 +172,20 @@ def test_notebooks_save_their_figures(tutorial, figure):
     assert png.exists() and png.stat().st_size > 5_000
 
 
+FIGURE_NOTEBOOKS = ["00_handbook_and_toy_world", "02_dsft_training", "03_aif_preferences", "04_ddpo", "05_evaluation"]
+
+
+@pytest.mark.parametrize("name", FIGURE_NOTEBOOKS)
+def test_figures_show_inline(tutorial, name):
+    """A learner sees each figure where they read: the executed notebook carries it as an image output."""
+    run_dir, _ = tutorial
+    nb = nbformat.read(run_dir / name / f"{name}.ipynb", as_version=4)
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    drawn = sum(c.source.count("plt.show()") for c in nb.cells if c.cell_type == "code")
+    assert drawn and len(images) >= drawn, f"{name}: {len(images)} inline images for {drawn} figures"
+
+
 def test_run_notebook_reports_a_failing_cell(tmp_path):
     from papermill.exceptions import PapermillExecutionError
 
