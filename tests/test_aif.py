@@ -156,12 +156,39 @@ def test_rules_on_ties_equal_scores_single_and_failed_completions():
     z, zr = binarize(rows, "zephyr")
     assert [t["prompt"] for t in z] == ["tie at the top", "clear"]
     assert zr.dropped == {"all scores equal": 1, "fewer than two rated completions": 2}
-    a, ar = binarize(rows, "argilla")
-    assert [t["prompt"] for t in a] == ["clear"]
-    assert ar.dropped == {"best score tied": 2, "fewer than two rated completions": 2}
+    a, ar = binarize(rows, "argilla")  # Argilla's card: a tie at the top is kept when a lower one exists
+    assert [t["prompt"] for t in a] == ["tie at the top", "clear"]
+    assert ar.dropped == {"all scores equal": 1, "fewer than two rated completions": 2}
+    s, sr = binarize(rows, "argilla_strict")  # the handbook's stricter variant drops it
+    assert [t["prompt"] for t in s] == ["clear"]
+    assert sr.dropped == {"best score tied": 2, "fewer than two rated completions": 2}
     b, br = binarize(rows, "best_vs_worst")
     assert [(t["prompt"], t["model_rejected"]) for t in b] == [("tie at the top", "c"), ("clear", "c")]
     assert "dropped" in str(br)
+
+
+def test_argilla_rule_on_cases_from_its_card():
+    """Argilla's card (argilla/ultrafeedback-binarized-preferences): ignore overall_score; mean of the aspects;
+    chosen = the best mean, rejected = a random completion with a lower mean; pairs with equal means go."""
+    rows = [
+        # overall says "b", the aspects' mean says "a": the overall score is ignored
+        {"prompt": "overall ignored", "completions": [_c("a", 2, 4.5), _c("b", 10, 3.0)]},
+        # "a" and "b" tie at the top, "c" is lower: kept, chosen is a best one, rejected the lower one
+        {"prompt": "tie at the top", "completions": [_c("a", 5, 4.0), _c("b", 5, 4.0), _c("c", 5, 2.5)]},
+        # nothing below the best: no pair (a chosen and rejected of equal means would be removed)
+        {"prompt": "no lower", "completions": [_c("a", 9, 3.5), _c("b", 3, 3.5)]},
+    ]
+    triples, report = binarize(rows, "argilla", seed=0)
+    by_prompt = {t["prompt"]: t for t in triples}
+    assert by_prompt["overall ignored"]["model_chosen"] == "a" and by_prompt["overall ignored"]["score_chosen"] == 4.5
+    tie = by_prompt["tie at the top"]
+    assert tie["model_chosen"] in ("a", "b") and tie["model_rejected"] == "c"
+    assert all(t["score_chosen"] > t["score_rejected"] for t in triples)
+    assert "no lower" not in by_prompt and report.dropped == {"all scores equal": 1}
+    for seed in range(5):  # rejected is a random lower one, never one of the chosen's mean
+        row = {"prompt": "p", "completions": [_c("a", 1, 5.0), _c("b", 1, 5.0), _c("c", 1, 3.0), _c("d", 1, 2.0)]}
+        (t,), _ = binarize([row], "argilla", seed=seed)
+        assert t["score_rejected"] < 5.0
 
 
 def test_score_field_is_configurable():

@@ -50,7 +50,8 @@ def test_real_fastchat_files_parse_and_render():
 def test_handbook_judge_prompts_are_drop_in_for_fastchats():
     fastchat = load_judge_prompts(REF / "judge_prompts.jsonl")
     for ours in HANDBOOK_JUDGE_PROMPTS:
-        theirs = fastchat[ours["name"]]
+        assert ours["name"].startswith("handbook-")  # its own name: judgments made with it are not FastChat's
+        theirs = fastchat[ours["name"].removeprefix("handbook-")]
         assert ours["type"] == theirs["type"] and ours["output_format"] == theirs["output_format"]
         assert _placeholders(ours["prompt_template"]) == _placeholders(theirs["prompt_template"])
         # the instructions are our own wording; the answer markers are the format itself
@@ -71,24 +72,32 @@ def test_toy_judge_reads_fastchats_prompts_as_well_as_ours():
             assert extract_rating(a) == extract_rating(b) == expected
 
 
+# Cases from FastChat's rule (common.py, run_judge_single): re.search for \[\[(\d+\.?\d*)\]\], else \[(\d+\.?\d*)\];
+# ast.literal_eval of the first match, no range check; no match → -1.
 @pytest.mark.parametrize("judgment,rating", [
     ("The answer is right. Rating: [[7]]", 7.0),
     ("Mostly fine. [[7.5]]", 7.5),
-    ("Rating: 7", 7.0),
-    ("rating: 8/10", 8.0),
-    ("I would give it [6].", 6.0),
-    ('I must follow the format "[[rating]]", for example "Rating: [[5]]". My verdict: Rating: [[3]]', 3.0),
+    ("Rating: 7", -1.0),                 # no brackets: no match for FastChat
+    ("rating: 8/10", -1.0),
+    ("I would give it [6].", 6.0),       # the backup pattern
+    ("[[4]] at first, but on reflection [[8]]", 4.0),  # the first match wins
+    ("[6] for style, [[9]] overall", 9.0),  # the double-bracket pattern is tried first, over the whole text
+    ('I must follow the format "[[rating]]", for example "Rating: [[5]]". My verdict: Rating: [[3]]', 5.0),
+    ("Rating: [[11]]", 11.0),           # no range check
     ("No score here.", -1.0),
-    ("Rating: [[11]]", -1.0),
     ("", -1.0),
 ])
-def test_rating_extraction(judgment, rating):
+def test_rating_extraction_is_fastchats(judgment, rating):
     assert extract_rating(judgment) == rating
 
 
 def test_verdicts_and_position_swap():
+    # FastChat's rule (run_judge_pair): "[[A]]" in the text → A, elif "[[B]]" → B, elif "[[C]]" → tie, else error
     assert extract_verdict("A is better. [[A]]") == "A"
     assert extract_verdict("[[C]]") == "tie" and extract_verdict("no verdict") is None
+    assert extract_verdict("Not [[B]]; my verdict: [[A]]") == "A"  # A is looked for first, wherever it is
+    assert extract_verdict("[[C]] or [[B]]?") == "B"
+    assert extract_verdict("[A]") is None
     assert pairwise_outcome("A", "B") == 1.0   # model first wins, model second wins: a win
     assert pairwise_outcome("B", "A") == 0.0   # a loss both ways
     assert pairwise_outcome("A", "A") == 0.5   # position A wins both times: inconsistent → tie

@@ -55,7 +55,9 @@ def expect_03(m):
     assert m["tier"] == "toy"
     assert m["completions"] == 4 * m["prompts"] and m["prompts"] >= 400
     assert m["chosen_better_on_ground_truth"] > 0.75  # a clear majority of pairs is right on the ground truth
-    assert m["pairs_argilla"] <= m["pairs_zephyr"] <= m["prompts"]
+    assert m["pairs_zephyr"] <= m["prompts"] and m["pairs_argilla"] <= m["prompts"]
+    assert m["pairs_argilla"] == m["pairs_zephyr_fine_grained"]  # Argilla's rule: the paper's, on the aspects' mean
+    assert m["pairs_argilla_strict"] < m["pairs_argilla"]  # the toy judge ties at the top often
     assert m["pairs_best_vs_worst"] == m["pairs_zephyr"]  # both drop only all-equal prompts
     assert 0.8 < m["judge_exact_agreement"] < 1.0 and m["judge_spearman"] > 0.8  # good, not perfect
 

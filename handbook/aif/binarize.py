@@ -1,13 +1,19 @@
 """From rated completions to preference triples (x, y_w, y_l) in ``ultrafeedback_binarized``'s schema.
 
-Three rules:
+Four rules:
 
 * ``zephyr`` — the paper's: the highest-scored completion is *chosen*, one of the lower-scored ones,
   picked at random (seeded), is *rejected*. Random rather than the worst keeps the pairs diverse and
   the task harder. The score is the overall score (as the dataset card says; ``score="overall"``)
   or the mean of the aspect ratings (as the paper says; ``score="fine_grained"``).
-* ``argilla`` — the later fix: score = mean of the aspect ratings, and prompts whose best score is
-  shared by two or more completions are dropped (a tie says nothing about which is better).
+* ``argilla`` — Argilla's binarization, as the card of ``argilla/ultrafeedback-binarized-preferences``
+  describes it: ignore ``overall_score``; score each completion by the mean of its aspect ratings;
+  chosen = the completion with the best mean; rejected = a random other completion with a *lower*
+  mean; pairs whose chosen and rejected means are equal are removed. A tie at the top is kept when a
+  lower-rated completion exists; only a prompt where nothing is rated below the best gives no pair.
+  (On the same rows this is ``zephyr`` with ``score="fine_grained"``: the card's fix is the score.)
+* ``argilla_strict`` — a stricter variant of the handbook's own: as ``argilla``, but a prompt whose best
+  mean is shared by two or more completions is dropped (a tie at the top says nothing about which is better).
 * ``best_vs_worst`` — the highest against the lowest, for comparison.
 
 As in ``ultrafeedback_binarized``: ``prompt_id`` is the SHA-256 hex digest of the prompt,
@@ -29,7 +35,8 @@ from typing import Iterable, Sequence
 
 from ..core.data import prompt_id
 
-RULES = ("zephyr", "argilla", "best_vs_worst")
+RULES = ("zephyr", "argilla", "argilla_strict", "best_vs_worst")
+MEAN_OF_ASPECTS_RULES = ("argilla", "argilla_strict")  # they score by the aspects' mean, never the overall score
 
 
 @dataclass
@@ -68,13 +75,13 @@ def binarize(rows: Iterable[dict], rule: str = "zephyr", score: str | None = Non
     """Preference triples from rated rows ``{"prompt", "completions": [{"model", "response", score fields}]}``.
 
     Returns ``(triples, report)``. ``score`` defaults to ``"overall"`` for ``zephyr`` and
-    ``best_vs_worst`` and is always ``"fine_grained"`` for ``argilla``.
+    ``best_vs_worst`` and is always ``"fine_grained"`` for ``argilla`` and ``argilla_strict``.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
-    if rule == "argilla":
+    if rule in MEAN_OF_ASPECTS_RULES:
         if score not in (None, "fine_grained"):
-            raise ValueError("the argilla rule scores by the mean of the aspect ratings (fine_grained)")
+            raise ValueError(f"the {rule} rule scores by the mean of the aspect ratings (fine_grained)")
         score = "fine_grained"
     score = score or "overall"
     rng = random.Random(seed)
@@ -92,7 +99,7 @@ def binarize(rows: Iterable[dict], rule: str = "zephyr", score: str | None = Non
             continue
         scores = [s for s, _ in rated]
         best = max(scores)
-        if rule == "argilla" and scores.count(best) > 1:
+        if rule == "argilla_strict" and scores.count(best) > 1:
             report.dropped["best score tied"] += 1
             continue
         lower = [(s, c) for s, c in rated if s < best]

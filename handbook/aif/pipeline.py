@@ -18,7 +18,7 @@ from ..core.backends import ChatBackend, Sampling
 from ..core.backends import build_backend as core_build_backend
 from ..core.data import read_jsonl
 from ..core.configs import ConfigError, check_dataclass
-from .binarize import RULES, binarize
+from .binarize import MEAN_OF_ASPECTS_RULES, RULES, binarize
 from .pool import PoolMemberSpec, build_pool, generate_pool
 from .rating import rate_pool
 from .ultrafeedback import convert_ultrafeedback
@@ -81,9 +81,9 @@ class ConvertArguments:
 
     def __post_init__(self):
         check_dataclass(self)
-        if self.rule == "argilla" and self.score not in (None, "fine_grained"):
-            raise ConfigError("`score`: the argilla rule scores by the mean of the aspect ratings (fine_grained); "
-                              f"got {self.score!r}")
+        if self.rule in MEAN_OF_ASPECTS_RULES and self.score not in (None, "fine_grained"):
+            raise ConfigError(f"`score`: the {self.rule} rule scores by the mean of the aspect ratings "
+                              f"(fine_grained); got {self.score!r}")
 
 
 def run_generate(args: AIFArguments, prompts: Sequence[str],
@@ -102,7 +102,7 @@ def run_generate(args: AIFArguments, prompts: Sequence[str],
                       Sampling(temperature=0.0, max_new_tokens=args.judge_max_new_tokens, seed=0), args.batch_size,
                       progress)
     (out / "rated.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rated))
-    triples, report = binarize(rated, args.rule, args.score if args.rule != "argilla" else None, args.seed)
+    triples, report = binarize(rated, args.rule, None if args.rule in MEAN_OF_ASPECTS_RULES else args.score, args.seed)
     Dataset.from_list(triples).save_to_disk(str(out / "triples"))
     (out / "report.json").write_text(json.dumps({"rule": report.rule, "prompts": report.prompts, "kept": report.kept,
                                                  "dropped": dict(report.dropped)}, indent=2))

@@ -16,15 +16,18 @@ _RATE = ('When you have explained your view, rate the response from 1 to 10, wri
          'for example "Rating: [[5]]".')
 _SINGLE_SYSTEM_MULTI = ("You are an impartial judge of an AI assistant's reply. {focus} Judge only the assistant's "
                         "answer to the second user question. Explain briefly, then rate. " + _RATE)
+# The handbook's prompts carry their own names (``handbook-single-v1``, ...), so that judgment files made with
+# them never pass for FastChat runs; each fills the slot of the FastChat prompt of the same name after the prefix.
+HANDBOOK_PREFIX = "handbook-"
 HANDBOOK_JUDGE_PROMPTS = [
-    {"name": "single-v1", "type": "single", "system_prompt": "You are a helpful assistant.",
+    {"name": HANDBOOK_PREFIX + "single-v1", "type": "single", "system_prompt": "You are a helpful assistant.",
      "prompt_template": "[Instruction]\nYou are an impartial judge of an AI assistant's reply to the question below. "
                         "Weigh helpfulness, relevance, accuracy, depth and how well it follows the instruction. "
                         "Explain briefly, then rate. " + _RATE +
                         "\n\n[Question]\n{question}\n\n[The Start of Assistant's Answer]\n{answer}\n"
                         "[The End of Assistant's Answer]",
      "description": "Prompt for general questions", "category": "general", "output_format": "[[rating]]"},
-    {"name": "single-math-v1", "type": "single", "system_prompt": "You are a helpful assistant.",
+    {"name": HANDBOOK_PREFIX + "single-math-v1", "type": "single", "system_prompt": "You are a helpful assistant.",
      "prompt_template": "[Instruction]\nYou are an impartial judge of an AI assistant's reply to the question below. "
                         "Weigh correctness and helpfulness: compare the reply with the reference answer and name "
                         "any mistake. Explain briefly, then rate. " + _RATE +
@@ -32,14 +35,14 @@ HANDBOOK_JUDGE_PROMPTS = [
                         "[The End of Reference Answer]\n\n[The Start of Assistant's Answer]\n{answer}\n"
                         "[The End of Assistant's Answer]",
      "description": "Prompt for math questions", "category": "math", "output_format": "[[rating]]"},
-    {"name": "single-v1-multi-turn", "type": "single",
+    {"name": HANDBOOK_PREFIX + "single-v1-multi-turn", "type": "single",
      "system_prompt": _SINGLE_SYSTEM_MULTI.format(focus="Weigh helpfulness, relevance, accuracy, depth and how well "
                                                         "it follows the instruction."),
      "prompt_template": "<|The Start of Assistant A's Conversation with User|>\n\n### User:\n{question_1}\n\n"
                         "### Assistant A:\n{answer_1}\n\n### User:\n{question_2}\n\n### Assistant A:\n{answer_2}\n\n"
                         "<|The End of Assistant A's Conversation with User|>",
      "description": "Prompt for general questions", "category": "general", "output_format": "[[rating]]"},
-    {"name": "single-math-v1-multi-turn", "type": "single",
+    {"name": HANDBOOK_PREFIX + "single-math-v1-multi-turn", "type": "single",
      "system_prompt": _SINGLE_SYSTEM_MULTI.format(focus="Weigh correctness and helpfulness against the reference "
                                                         "answers and name any mistake."),
      "prompt_template": "<|The Start of Reference Answer|>\n\n### User:\n{question_1}\n\n### Reference answer:\n"
@@ -48,7 +51,7 @@ HANDBOOK_JUDGE_PROMPTS = [
                         "### User:\n{question_1}\n\n### Assistant A:\n{answer_1}\n\n### User:\n{question_2}\n\n"
                         "### Assistant A:\n{answer_2}\n\n<|The End of Assistant A's Conversation with User|>",
      "description": "Prompt for math questions", "category": "math", "output_format": "[[rating]]"},
-    {"name": "pair-v2", "type": "pairwise",
+    {"name": HANDBOOK_PREFIX + "pair-v2", "type": "pairwise",
      "system_prompt": "You are an impartial judge comparing two AI assistants' replies to the user question below. "
                       "Choose the one that follows the instruction and answers better; the order of the replies, "
                       "their length and the assistants' names must not sway you. Explain briefly, then give your "
@@ -62,12 +65,14 @@ HANDBOOK_JUDGE_PROMPTS = [
 
 
 def load_judge_prompts(path=None) -> dict[str, dict]:
-    """Judge prompts by name: FastChat's ``judge_prompts.jsonl`` at ``path``, or the handbook's own."""
+    """Judge prompts by FastChat's slot names (``single-v1``, ``single-math-v1``, their ``-multi-turn`` variants,
+    ``pair-v2``): FastChat's ``judge_prompts.jsonl`` at ``path``, or the handbook's own (whose ``name`` fields
+    keep the ``handbook-`` prefix, and that name is what judgments record)."""
     prompts = read_jsonl(path) if path else HANDBOOK_JUDGE_PROMPTS
     out = {}
     for p in prompts:
         for key in ("name", "type", "system_prompt", "prompt_template", "output_format"):
             if key not in p:
                 raise ValueError(f"judge prompt {p.get('name', '?')}: field '{key}' is missing")
-        out[p["name"]] = p
+        out[p["name"].removeprefix(HANDBOOK_PREFIX)] = p
     return out

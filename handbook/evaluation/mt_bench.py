@@ -98,37 +98,30 @@ def _answer_request(question: dict, turn: int, done: dict) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # Single-answer grading
 # ---------------------------------------------------------------------------------------------
-_RATING_PATTERNS = [
-    re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]"),                       # [[7]], [[7.5]]
-    re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]"),                           # [7]
-    re.compile(r"rating\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)(?:\s*/\s*10)?", re.IGNORECASE),  # Rating: 7, rating: 7/10
-]
+# FastChat's patterns (fastchat/llm_judge/common.py, run_judge_single): one_score_pattern, then its backup.
+_ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
+_ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 
 
 def extract_rating(judgment: str) -> float:
-    """The 1-10 rating in a judge's reply, or -1 when there is none (FastChat's convention).
-
-    ``[[rating]]`` is what the prompt asks for; ``[rating]`` and ``Rating: 7`` are what judges also
-    write. The last match of the first pattern that matches wins (a judge may quote the format
-    first); a value outside 1-10 counts as none.
-    """
-    for pattern in _RATING_PATTERNS:
-        matches = pattern.findall(judgment or "")
-        if matches:
-            value = float(matches[-1])
-            return value if 1 <= value <= 10 else -1.0
-    return -1.0
+    """The rating in a judge's reply exactly as FastChat's ``run_judge_single`` reads it, so that the same
+    judgments give the same scores as FastChat's ``show_result.py``: the FIRST match of ``[[x]]``, else the
+    first match of ``[x]``, read as a number with no range check; no match → -1 (left out of the averages).
+    ``Rating: 7`` without brackets is no match. (A judge that quotes the format's example first is scored
+    by the example, as FastChat scores it.)"""
+    match = _ONE_SCORE.search(judgment or "") or _ONE_SCORE_BACKUP.search(judgment or "")
+    return float(match.group(1)) if match else -1.0
 
 
 def render_single(question: dict, answer: dict, turn: int, prompts: dict[str, dict],
                   references: dict[int, list[str]] | None = None) -> tuple[str, list[dict]]:
-    """(prompt name, chat messages) to grade ``turn`` (0 or 1) of ``answer`` to ``question``."""
+    """(the judge prompt's name, chat messages) to grade ``turn`` (0 or 1) of ``answer`` to ``question``; the
+    name is the prompt's own (``single-v1`` for FastChat's, ``handbook-single-v1`` for the handbook's)."""
     needs_ref = question["category"] in NEED_REFERENCE
     ref = (references or {}).get(question["question_id"]) or question.get("reference")
     if needs_ref and not ref:
         raise ValueError(f"question {question['question_id']} ({question['category']}) needs a reference answer")
-    name = ("single-math-v1" if needs_ref else "single-v1") + ("-multi-turn" if turn == 1 else "")
-    p = prompts[name]
+    p = prompts[("single-math-v1" if needs_ref else "single-v1") + ("-multi-turn" if turn == 1 else "")]
     turns = answer["choices"][0]["turns"]
     if turn == 0:
         fields = {"question": question["turns"][0], "answer": turns[0]}
@@ -141,7 +134,7 @@ def render_single(question: dict, answer: dict, turn: int, prompts: dict[str, di
             fields.update(ref_answer_1=ref[0], ref_answer_2=ref[1])
     messages = [{"role": "system", "content": p["system_prompt"]},
                 {"role": "user", "content": p["prompt_template"].format(**fields)}]
-    return name, messages
+    return p["name"], messages
 
 
 def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: ChatBackend, judge_model: str,

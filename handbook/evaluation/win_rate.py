@@ -8,7 +8,6 @@ swap); a verdict that flips with the order counts as a tie. Win rate = mean of p
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,11 +17,13 @@ from .judge_prompts import load_judge_prompts
 
 
 def extract_verdict(judgment: str) -> str | None:
-    """"A", "B" or "tie" ([[C]]) from a pairwise judgment; None when there is none."""
-    found = re.findall(r"\[\[\s*([ABC])\s*\]\]", judgment or "")
-    if not found:
-        return None
-    return {"A": "A", "B": "B", "C": "tie"}[found[-1]]
+    """"A", "B" or "tie" from a pairwise judgment exactly as FastChat's ``run_judge_pair`` reads it:
+    ``[[A]]`` anywhere → A, elif ``[[B]]`` → B, elif ``[[C]]`` → tie; else ``None`` (FastChat's "error")."""
+    judgment = judgment or ""
+    for marker, verdict in (("[[A]]", "A"), ("[[B]]", "B"), ("[[C]]", "tie")):
+        if marker in judgment:
+            return verdict
+    return None
 
 
 def render_pair(question: str, answer_a: str, answer_b: str, prompts: dict[str, dict] | None = None) -> list[dict]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..aif.binarize import binarize
+from ..aif.binarize import MEAN_OF_ASPECTS_RULES, binarize
 from ..aif.pipeline import AIFArguments
 from ..aif.pool import build_pool, generate_pool
 from ..aif.rating import rate_pool
@@ -41,7 +41,7 @@ def toy_preferences(split: str = "train", prompts_per_category: int = 60, seed: 
     rated = rate_pool(pool, build_backend(args.judge), cache / f"{split}.ratings.jsonl" if cache else None,
                       args.max_retries, Sampling(temperature=0.0, max_new_tokens=args.judge_max_new_tokens, seed=0),
                       args.batch_size, progress)
-    return binarize(rated, rule, score if rule != "argilla" else None, args.seed)
+    return binarize(rated, rule, None if rule in MEAN_OF_ASPECTS_RULES else score, args.seed)
 
 
 def toy_dpo_datasets(data_args: DPODataArguments, output_dir: str | None = None):
