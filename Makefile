@@ -3,12 +3,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# requirements-dev.txt (the llama.cpp server, compiled from source, and pytest): tests and benchmarks only
+DEV_STAMP := $(VENV)/.installed-dev
 # Nothing may reach for a hub: the toy tier builds everything it needs locally.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install tutorial test bench gpu-check lab clean
+.PHONY: install install-dev tutorial test bench gpu-check lab clean
 
+# What a learner needs (`make tutorial`, `make lab`): requirements.txt, nothing that compiles.
 install: $(STAMP)
+
+# + what the tests and benchmarks need (requirements-dev.txt).
+install-dev: $(DEV_STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,14 +25,18 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
 tutorial: install
 	$(OFFLINE) $(PY) -m handbook.tutorial
 
-test: install
+test: install-dev
 	$(OFFLINE) $(PY) -m pytest
 
 # CPU benchmarks side by side (bench/README.md); ~15 min on 2 cores; results in bench/results/latest.json.
-bench: install
+bench: install-dev
 	$(OFFLINE) $(PY) bench/run_all.py
 
 # On a GPU machine: the dSFT and dDPO entry points on the Zephyr recipes (~1B random-init model, synthetic data) and

@@ -9,9 +9,12 @@ writes the dialogues, resumably.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
-from .core.configs import parse_config
+from .core.backends import time_limit, with_timeout
+from .core.configs import check_dataclass, check_time_bounds, parse_config
+from .core.runner import allow_cache_reuse, exclusive_lock, reported_errors
 from .dsft.dialogues import DialogueConfig, generate_dialogues
 from .tiers import build_backend, prompts_from
 
@@ -37,13 +40,37 @@ class DsftDataArguments:
     max_new_tokens: int = 512
     seed: int = 0
     batch_size: int = 32
+    timeout: float | None = field(
+        default=None, metadata={"help": "Seconds one request to the teacher's endpoint (type openai) may wait for "
+                                        "its reply, unless the teacher's spec sets its own `timeout` (default: 60)."})
+    max_total_seconds: float | None = field(
+        default=None, metadata={"help": "Time bound of the whole run: past it no request is sent or retried and the "
+                                        "run stops with an error; what finished is kept (default: none)."})
+    allow_cache_reuse: bool = field(
+        default=False, metadata={"help": "Reuse the cache even if the teacher or an argument changed (the message of "
+                                         "a refused cache says what changed)."})
+
+    def __post_init__(self):
+        check_dataclass(self)
+        check_time_bounds(self)
 
 
 def run(args: DsftDataArguments, progress: bool = True):
+    """The dialogues of ``args``, saved to ``output_dir``. The output is locked for the run (``<output_dir>.lock``,
+    beside the dataset; a second run into it is refused with this run's pid), each cache by its own lock; the run
+    is bounded by ``max_total_seconds``. Calls that got no reply are never cached: the run raises
+    :class:`handbook.core.runner.CallsFailed` and saves nothing; a rerun makes exactly the missing calls."""
+    output = args.output_dir.rstrip("/")
+    reuse = allow_cache_reuse() if args.allow_cache_reuse else contextlib.nullcontext()
+    with exclusive_lock(f"{output}.lock", f"the output {output}"), time_limit(args.max_total_seconds), reuse:
+        return _run(args, progress)
+
+
+def _run(args: DsftDataArguments, progress: bool):
     from datasets import concatenate_datasets
 
     prompts = prompts_from(args.seed_prompts, args.toy_prompts_per_category, args.seed)
-    teacher = build_backend(args.teacher)
+    teacher = build_backend(with_timeout(args.teacher, args.timeout))
     parts = []
     for r in range(args.replies_per_prompt):
         config = DialogueConfig(num_turns=args.num_turns, temperature=args.temperature,
@@ -64,4 +91,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reported_errors():  # an outage, a locked output, a changed teacher: the message, exit status 1
+        main()

@@ -21,14 +21,16 @@ plus ``results.json`` with the mean score per turn and per category.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core.backends import OpenAIBackend, Sampling
-from .core.configs import ConfigError, parse_command
+from .core.backends import OpenAIBackend, Sampling, time_limit
+from .core.configs import ConfigError, check_time_bounds, parse_command
 from .core.data import read_jsonl, read_prompts, write_jsonl
+from .core.runner import EmptyOutput, allow_cache_reuse, exclusive_lock, reported_errors
 from .evaluation.judge_prompts import load_judge_prompts
 from .evaluation.mt_bench import aggregate, generate_answers, judge_answers, load_questions, load_reference_answers
 from .evaluation.win_rate import pairwise_win_rate
@@ -37,21 +39,51 @@ from .toy import world
 from .toy.judges import ToyMTJudge, toy_questions
 
 
-def judge_backend(base_url: str | None, model: str | None, api_key_env: str, max_concurrency: int):
+def judge_backend(base_url: str | None, model: str | None, api_key_env: str, max_concurrency: int,
+                  timeout: float | None = None):
     if base_url is None:
         return ToyMTJudge(), "toy-rubric"
     if not model:
         raise ConfigError("--judge_model is required with --judge_base_url")
-    return OpenAIBackend(base_url, model, api_key_env=api_key_env, max_concurrency=max_concurrency), model
+    extra = {} if timeout is None else {"timeout": timeout}
+    return OpenAIBackend(base_url, model, api_key_env=api_key_env, max_concurrency=max_concurrency, **extra), model
+
+
+def _guarded(output_dir: Path, max_total_seconds: float | None, allow_reuse: bool) -> contextlib.ExitStack:
+    """The output folder locked (``<output_dir>/.lock``, naming this run's pid to a second run), the run bounded by
+    ``max_total_seconds``, and cache reuse allowed if asked."""
+    stack = contextlib.ExitStack()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stack.enter_context(exclusive_lock(output_dir / ".lock", f"the output folder {output_dir}"))
+    stack.enter_context(time_limit(max_total_seconds))
+    if allow_reuse:
+        stack.enter_context(allow_cache_reuse())
+    return stack
 
 
 def run_mt_bench(model: str, model_id: str, output_dir: str, questions_path=None, judge_prompts_path=None,
                  reference_answers_path=None, judge_base_url=None, judge_model=None, api_key_env="OPENAI_API_KEY",
-                 max_new_tokens: int = 1024, max_concurrency: int = 8, progress: bool = True) -> dict:
+                 max_new_tokens: int = 1024, max_concurrency: int = 8, progress: bool = True,
+                 timeout: float | None = None, max_total_seconds: float | None = None,
+                 allow_reuse: bool = False) -> dict:
+    """MT-Bench of ``model`` into ``output_dir`` (FastChat's layout, ``results-<model_id>.json``).
+
+    The output folder is locked for the run; answers and judgments are cached under ``cache/`` with their
+    producers' identity (a model retrained into the same folder is refused, naming what changed). A judge
+    request that got no reply ends the run with :class:`handbook.core.runner.CallsFailed` (a rerun asks exactly
+    those); no judgment with a rating at all is :class:`handbook.core.runner.EmptyOutput` (the judgments are
+    written, with their raw replies; no results file)."""
     out = Path(output_dir)
+    with _guarded(out, max_total_seconds, allow_reuse):
+        return _mt_bench(model, model_id, out, questions_path, judge_prompts_path, reference_answers_path,
+                         judge_base_url, judge_model, api_key_env, max_new_tokens, max_concurrency, progress, timeout)
+
+
+def _mt_bench(model, model_id, out: Path, questions_path, judge_prompts_path, reference_answers_path, judge_base_url,
+              judge_model, api_key_env, max_new_tokens, max_concurrency, progress, timeout) -> dict:
     questions = load_questions(questions_path) if questions_path else toy_questions()
     references = load_reference_answers(reference_answers_path) if reference_answers_path else None
-    judge, judge_name = judge_backend(judge_base_url, judge_model, api_key_env, max_concurrency)
+    judge, judge_name = judge_backend(judge_base_url, judge_model, api_key_env, max_concurrency, timeout)
     answers = generate_answers(questions, model_backend(model), model_id, max_new_tokens,
                                cache_path=out / "cache" / f"answers-{model_id}.jsonl", progress=progress)
     write_jsonl(out / "model_answer" / f"{model_id}.jsonl", answers)
@@ -61,6 +93,10 @@ def run_mt_bench(model: str, model_id: str, output_dir: str, questions_path=None
     kept = [j for j in read_jsonl(path) if j["model"] != model_id] if path.exists() else []
     write_jsonl(path, kept + judgments)  # one file for all models, as FastChat keeps it
     results = aggregate(judgments, questions)[model_id]
+    if results["score"] is None:
+        raise EmptyOutput(f"MT-Bench of {model_id}: none of the {results['judged']} judgments has a rating (the judge "
+                          f"never answered in the [[rating]] format), so there is no score; see {path} (each "
+                          "judgment with the judge's raw reply). No results file written.")
     (out / f"results-{model_id}.json").write_text(json.dumps(results, indent=2))
     return results
 
@@ -76,8 +112,15 @@ class JudgeArguments:
                              metadata={"help": "Environment variable holding the judge's key."})
     max_concurrency: int = field(default=8, metadata={"help": "Judge requests in flight at once (>= 1)."})
     max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of one answer (>= 1)."})
+    timeout: float | None = field(
+        default=None, metadata={"help": "Seconds one request to the judge's endpoint may wait for its reply "
+                                        "(default: 60)."})
+    max_total_seconds: float | None = field(
+        default=None, metadata={"help": "Time bound of the whole run: past it no request is sent or retried and the "
+                                        "run stops with an error; what finished is kept (default: none)."})
 
     def __post_init__(self):
+        check_time_bounds(self)
         if self.judge_base_url and not self.judge_model:
             raise ConfigError("`judge_model` is required with `judge_base_url`")
         for key in ("max_concurrency", "max_new_tokens"):
@@ -98,6 +141,9 @@ class MTBenchArguments(JudgeArguments):
     judge_prompts: str | None = field(
         default=None, metadata={"help": "FastChat judge_prompts.jsonl (default: the handbook's own)."})
     reference_answers: str | None = field(default=None, metadata={"help": "FastChat reference_answer/gpt-4.jsonl."})
+    allow_cache_reuse: bool = field(
+        default=False, metadata={"help": "Reuse the answer and judgment caches even if the model's weights, the judge "
+                                         "or an argument changed (the message of a refused cache says what changed)."})
 
 
 @dataclass(kw_only=True)
@@ -121,22 +167,42 @@ def main(argv=None) -> None:
         model_id = args.model_id or Path(args.model.rstrip("/")).name
         results = run_mt_bench(args.model, model_id, args.output_dir, args.questions, args.judge_prompts,
                                args.reference_answers, args.judge_base_url, args.judge_model, args.api_key_env,
-                               args.max_new_tokens, args.max_concurrency)
+                               args.max_new_tokens, args.max_concurrency, timeout=args.timeout,
+                               max_total_seconds=args.max_total_seconds, allow_reuse=args.allow_cache_reuse)
         print(json.dumps({model_id: results}, indent=2))
     else:
-        if args.prompts:
-            prompts = read_prompts(args.prompts)
-        else:
-            prompts = [p.text for p in world.sample_prompts(12, "heldout", 0)]
+        rate = run_win_rate(args)
+        print(f"win rate of {args.model} against {args.reference_model}: {rate}")
+
+
+def run_win_rate(args: WinRateArguments):
+    """The win rate of ``args.model`` against ``args.reference_model`` (``pairwise_judgments.jsonl`` in
+    ``output_dir``, locked for the run, bounded by ``max_total_seconds``). No prompts, or no pair with a verdict
+    in both orders, is :class:`handbook.core.runner.EmptyOutput` (the judgments are written with their raw
+    replies); a judge request that got no reply is :class:`handbook.core.runner.CallsFailed`."""
+    if args.prompts:
+        prompts = read_prompts(args.prompts)
+    else:
+        prompts = [p.text for p in world.sample_prompts(12, "heldout", 0)]
+    if not prompts:
+        raise EmptyOutput(f"{args.prompts}: no prompts, so no win rate (nothing judged, nothing written)")
+    out = Path(args.output_dir)
+    with _guarded(out, args.max_total_seconds, False):
         convs = [[{"role": "user", "content": p}] for p in prompts]
         sampling = Sampling(0.0, 1.0, args.max_new_tokens, 0)
         answers = model_backend(args.model).chat(convs, sampling)
         reference = model_backend(args.reference_model).chat(convs, sampling)
-        judge, _ = judge_backend(args.judge_base_url, args.judge_model, args.api_key_env, args.max_concurrency)
+        judge, _ = judge_backend(args.judge_base_url, args.judge_model, args.api_key_env, args.max_concurrency,
+                                 args.timeout)
         rate, records = pairwise_win_rate(prompts, answers, reference, judge)
-        write_jsonl(Path(args.output_dir) / "pairwise_judgments.jsonl", records)
-        print(f"win rate of {args.model} against {args.reference_model}: {rate}")
+        write_jsonl(out / "pairwise_judgments.jsonl", records)
+    if rate is None:
+        raise EmptyOutput(f"win rate of {args.model} against {args.reference_model}: no pair of the {len(prompts)} got "
+                          "a verdict in both orders, so there is no win rate; see "
+                          f"{out / 'pairwise_judgments.jsonl'} (the judge's raw replies)")
+    return rate
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with reported_errors():  # an outage, a locked output, a changed producer, nothing to score: exit status 1
+        sys.exit(main())

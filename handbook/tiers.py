@@ -105,7 +105,9 @@ _TABLE: dict[str, StageSetup] = {s.stage + "/" + s.tier: s for s in (
     StageSetup("sft", "toy", "toy/sft/config.yaml", "toy", "toy"),
     StageSetup("sft", "small", "smollm2-135m/sft/config.yaml", SMOLLM2_HUB_ID, "HuggingFaceH4/ultrachat_200k"),
     StageSetup("sft", "full", "zephyr-7b-beta/sft/config_full.yaml", MISTRAL_7B_HUB_ID, "HuggingFaceH4/ultrachat_200k"),
-    StageSetup("aif", "toy", "toy/aif/config.yaml", "toy-dsft", "toy"),
+    StageSetup("aif", "toy", "toy/aif/config.yaml", None, "toy",
+               note="off-policy, as in the paper: four scripted responders other than the student answer "
+                    "(toy/aif/on_policy.yaml puts the dSFT student in the pool instead)"),
     StageSetup("aif", "small", None, "runs/smollm2-135m/sft", "HuggingFaceH4/ultrafeedback_binarized",
                note="no recipe file: notebook 03 builds the small pool in code (handbook.tiers.aif_arguments: the "
                     "small dSFT model at two temperatures, SmolLM2-135M-Instruct, the teacher); with a hub the "
@@ -207,14 +209,17 @@ def sft_datasets(data_args: SFTDataArguments, output_dir: str | None = None):
 
 
 def dpo_datasets(data_args: DPODataArguments, output_dir: str | None = None, hold_out: float | None = None,
-                 seed: int = 0):
+                 seed: int = 0, aif_recipe: str | None = None):
     """``(train, eval or None)`` TRL pairs for a DPO recipe: ``dataset_name: toy`` is the toy AIF recipe's
-    triples (train prompts to train, held-out prompts to evaluate), anything else a dataset to load.
+    triples (train prompts to train, held-out prompts to evaluate; ``aif_recipe`` another toy AIF recipe than
+    the default, e.g. ``toy/aif/on_policy.yaml``), anything else a dataset to load.
 
     ``hold_out``: where the data has no evaluation split (``dataset_test_split: null``, e.g. notebook 03's
     triples), that share of the training pairs (at least one, given two or more) is held out to evaluate."""
     if data_args.dataset_name == "toy":
-        return toy_dpo_datasets(data_args, output_dir)
+        return toy_dpo_datasets(data_args, output_dir, **({"recipe": aif_recipe} if aif_recipe else {}))
+    if aif_recipe:
+        raise ValueError(f"aif_recipe names a toy AIF recipe, but the dataset is {data_args.dataset_name!r}, not toy")
     train, evaluation = load_dpo_datasets(data_args)
     if evaluation is None and hold_out and len(train) >= 2:
         split = train.train_test_split(test_size=max(1, round(hold_out * len(train))), seed=seed)
@@ -410,13 +415,20 @@ def prompts_choice(stage: str, tier: str, backends: list[Choice], per_category: 
 
 
 def sft_data_choice(tier: str, output_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Choice:
-    """The dSFT data as overrides of the tier's SFT recipe: ``toy``, the recipe's own (its toy data); ``small``,
+    """The dSFT data as overrides of the tier's SFT recipe: ``toy``, the dialogues notebook 01 wrote in this run
+    (no eval split: the loss curve has no held-out line), else the recipe's own toy data; ``small``,
     the recipe's ultrachat_200k slice with a hub, offline the dialogues notebook 01 wrote in this run, else the
     toy teacher's dialogues built fresh; ``full``, the recipe's ultrachat_200k (hub required)."""
     get_tier(tier)
     data_dir = str(data_dir or Path(output_dir) / "data")
     if tier == "toy":
-        return Choice({"toy_data_dir": data_dir}, "recipe")
+        previous = previous_output(output_dir, "dialogues")
+        if previous is not None:
+            return Choice({"dataset_name": str(previous), "dataset_train_split": "train", "dataset_test_split": None,
+                           "eval_strategy": "no"},
+                          "previous", f"dSFT data: the dialogues notebook 01 wrote in this run ({previous})")
+        return Choice({"toy_data_dir": data_dir}, "recipe", "dSFT data: no dialogues from notebook 01 in this run, so "
+                                                            "the toy recipe's (the toy teacher's, built here)")
     if tier == "full" or hub_reachable():
         require_hub(tier, "ultrachat_200k")
         return Choice({}, "hub", f"{tier} tier: the recipe's slice of ultrachat_200k (max_train_samples)")
@@ -432,13 +444,16 @@ def sft_data_choice(tier: str, output_dir: str | os.PathLike, data_dir: str | os
 
 
 def dpo_start_choice(tier: str, output_dir: str | os.PathLike) -> Choice:
-    """The model dDPO starts from (and its reference): ``toy``, the recipe's (the cached toy dSFT student);
-    ``small`` / ``full``, notebook 02's dSFT model of this run, else the recipe's dSFT directory, else a stand-in
+    """The model dDPO starts from (and its reference): notebook 02's dSFT model of this run when there is one;
+    else ``toy``, the recipe's (the cached toy dSFT student); ``small`` / ``full``, the recipe's dSFT directory, else a stand-in
     (``small``: SmolLM2-135M-Instruct, already instruction-tuned; ``full``: the paper's published dSFT model)."""
     setup = stage_setup("dpo", tier)
-    if tier == "toy":
-        return Choice(setup.model, "recipe")
     previous = previous_output(output_dir, "dsft_model")
+    if tier == "toy":
+        if previous is not None:
+            return Choice(str(previous), "previous", f"dSFT model: notebook 02's, from this run ({previous})")
+        return Choice(setup.model, "recipe", "dSFT model: no model from notebook 02 in this run, so the cached toy "
+                                             "dSFT student (the toy recipe's run)")
     if previous is not None:
         return Choice(str(previous), "previous", f"dSFT model: notebook 02's, from this run ({previous})")
     if _has_weights(setup.model):
@@ -452,14 +467,19 @@ def dpo_start_choice(tier: str, output_dir: str | os.PathLike) -> Choice:
 
 
 def dpo_data_choice(tier: str, output_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Choice:
-    """The preference triples as overrides of the tier's DPO recipe: ``toy``, the recipe's (the toy AIF
-    recipe's triples); ``small``, the recipe's ultrafeedback_binarized slice with a hub, offline the triples
+    """The preference triples as overrides of the tier's DPO recipe: ``toy``, the triples notebook 03 made in
+    this run, else the recipe's (the toy AIF recipe's triples); ``small``, the recipe's ultrafeedback_binarized slice with a hub, offline the triples
     notebook 03 made in this run, else the toy AIF recipe's triples built fresh; ``full``, the recipe's
     ultrafeedback_binarized (hub required)."""
     get_tier(tier)
     data_dir = str(data_dir or Path(output_dir) / "data")
     if tier == "toy":
-        return Choice({"toy_data_dir": data_dir}, "recipe")
+        previous = previous_output(output_dir, "triples")
+        if previous is not None:
+            return Choice({"dataset_name": str(previous), "dataset_train_split": "train", "dataset_test_split": None},
+                          "previous", f"preference pairs: the triples notebook 03 made in this run ({previous})")
+        return Choice({"toy_data_dir": data_dir}, "recipe", "preference pairs: no triples from notebook 03 in this "
+                                                            "run, so the toy AIF recipe's (built here)")
     if tier == "full" or hub_reachable():
         require_hub(tier, "ultrafeedback_binarized")
         return Choice({}, "hub", f"{tier} tier: the recipe's slice of ultrafeedback_binarized (max_train_samples)")
@@ -509,41 +529,58 @@ def mt_bench_questions_choice(tier: str, questions_path: str | None, n_per_categ
 
 
 def ablation_models(tier: str, output_dir: str | os.PathLike) -> dict[str, Choice]:
-    """The four models of the paper's Table 3 for notebook 05, each a :class:`Choice` whose value is a model
-    name, or ``None`` with source ``train`` (train it here: dDPO from the base, or from the dSFT model) or
-    ``skip``. ``toy``: the toy base and dSFT student, both dDPO models trained here; ``small``: SmolLM2-135M-Instruct,
-    notebook 02's and 04's models of this run where present, the rest trained here; ``full``: Mistral-7B,
-    the run's (or the paper's published) dSFT and dSFT + dDPO models, and no dDPO without dSFT (a 7B DPO run
-    needs ``accelerate launch``)."""
+    """The rows of the paper's Table 3 for notebook 05 (:mod:`handbook.ablation`), each a :class:`Choice` whose
+    value is a model name, or ``None`` with source ``train`` (train it here, one epoch as in Table 3) or ``skip``.
+
+    * ``base`` — the toy base; SmolLM2-135M-Instruct (``small``); Mistral-7B (``full``).
+    * ``dsft`` (dSFT-1) — notebook 02's model of this run, else the tier's stand-in (:func:`dpo_start_choice`).
+    * ``ddpo_without_dsft``, ``dsft2``, ``dsft_ddpo`` — trained here at ``toy`` and ``small``; at ``full`` a 7B run
+      needs ``accelerate launch``: dSFT + dDPO is notebook 04's model (or the paper's published one), the other
+      two are skipped.
+    * ``dsft_ddpo_on_policy`` (``toy`` only) — dSFT + dDPO on the pairs of the on-policy toy AIF recipe (the
+      student in the pool), beside the off-policy default.
+    * ``notebook_04`` (``toy`` and ``small``, when notebook 04 ran in this run) — its dSFT + dDPO model, trained for
+      the recipe's epochs (toy: three, as Zephyr-7B-β), beside Table 3's one-epoch rows.
+    """
     get_tier(tier)
-    if tier == "toy":
-        return {"base": Choice("toy", "toy"), "dsft": Choice("toy-dsft", "toy"),
-                "ddpo_without_dsft": Choice(None, "train"), "dsft_ddpo": Choice(None, "train")}
-    base = SMOLLM2_HUB_ID if tier == "small" else MISTRAL_7B_HUB_ID
+    dsft = dpo_start_choice(tier, output_dir)
+    if tier in ("toy", "small"):
+        base = "toy" if tier == "toy" else SMOLLM2_HUB_ID
+        rows = {"base": Choice(base, "toy" if tier == "toy" else ("hub" if hub_reachable() else "local")),
+                "dsft": dsft, "ddpo_without_dsft": Choice(None, "train"), "dsft2": Choice(None, "train"),
+                "dsft_ddpo": Choice(None, "train")}
+        if tier == "toy":
+            rows["dsft_ddpo_on_policy"] = Choice(None, "train")
+        ddpo = previous_output(output_dir, "ddpo_model")
+        if ddpo is not None:
+            rows["notebook_04"] = Choice(str(ddpo), "previous", f"beside Table 3: notebook 04's dSFT + dDPO model, "
+                                                               f"trained for the recipe's epochs ({ddpo})")
+        return rows
     ddpo = previous_output(output_dir, "ddpo_model")
     if ddpo is not None:
         dsft_ddpo = Choice(str(ddpo), "previous", f"dSFT + dDPO: notebook 04's model, from this run ({ddpo})")
-    elif tier == "small":
-        dsft_ddpo = Choice(None, "train", "no dDPO model from notebook 04 in this run: dSFT + dDPO is trained here")
     else:
         require_hub(tier, ZEPHYR_7B_HUB_ID)
         dsft_ddpo = Choice(ZEPHYR_7B_HUB_ID, "hub", f"no dDPO model from notebook 04: the paper's, {ZEPHYR_7B_HUB_ID}")
-    without = (Choice(None, "train") if tier == "small" else
-               Choice(None, "skip", "full tier: dDPO without dSFT is not trained here (a 7B DPO run needs "
-                                    "`accelerate launch`); Table 3 has three rows"))
-    return {"base": Choice(base, "hub" if hub_reachable() else "local"), "dsft": dpo_start_choice(tier, output_dir),
-            "ddpo_without_dsft": without, "dsft_ddpo": dsft_ddpo}
+    skip = ("full tier: {} is not trained in a notebook (a 7B run needs `accelerate launch`: "
+            "`python -m handbook.{}` with the tier's recipe)")
+    return {"base": Choice(MISTRAL_7B_HUB_ID, "hub" if hub_reachable() else "local"), "dsft": dsft,
+            "ddpo_without_dsft": Choice(None, "skip", skip.format("dDPO without dSFT", "dpo")),
+            "dsft2": Choice(None, "skip", skip.format("dSFT-2", "sft")), "dsft_ddpo": dsft_ddpo}
 
 
 def aif_arguments(tier: str, output_dir: str | os.PathLike, *, seed: int = 42, prompts_per_category: int = 60,
                   teacher: Choice | None = None, judge: Choice | None = None, max_new_tokens: int | None = None):
     """``(AIFArguments, notes)`` of notebook 03 at ``tier``: the pool of four models and the judge.
 
-    ``toy``: the toy AIF recipe (toy dSFT student at two temperatures, its step-100 checkpoint, the toy
-    teacher; the toy judge), a judge endpoint replacing the toy judge when given. ``small`` / ``full``
+    ``toy``: the toy AIF recipe (off-policy, as in the paper: the toy teacher and three scripted responders of
+    other quality — nothing sampled from the student; the toy judge), a judge endpoint replacing the toy judge and
+    a teacher endpoint the toy teacher when given. ``small`` / ``full``
     (no recipe file): the dSFT model (:func:`dpo_start_choice`) at temperatures 1.0 and 0.7, the starting
     model (SmolLM2-135M-Instruct / Mistral-7B) and the teacher (:func:`teacher_choice`); the judge from
-    :func:`judge_choice`. ``max_new_tokens`` caps every generated completion.
+    :func:`judge_choice`. Unlike the paper's pool (and the toy one) this is partly on-policy: offline there are no
+    other models to sample; with a hub, the small and full dDPO recipes train on ultrafeedback_binarized's
+    off-policy pairs instead. ``max_new_tokens`` caps every generated completion.
     """
     from .aif.pipeline import AIFArguments
 
@@ -553,6 +590,8 @@ def aif_arguments(tier: str, output_dir: str | os.PathLike, *, seed: int = 42, p
     if tier == "toy":
         (args,) = read_recipe(stage_setup("aif", "toy").recipe_file, [AIFArguments], output_dir=str(output_dir),
                               toy_prompts_per_category=prompts_per_category, seed=seed)
+        notes.append("AIF pool: off-policy, as in the paper: four responders other than the student (notebook 02's "
+                     "model is not needed here; recipes/toy/aif/on_policy.yaml samples the student instead)")
         if judge.source != "toy":
             args.judge = judge.value
         if max_new_tokens is not None:

@@ -41,21 +41,41 @@ def test_dpo_bench_compares_the_same_run(toy_tokenizer, random_toy, load_bench):
     train = synthetic_pairs(toy_tokenizer, 32, 12, 24, 0.6, 256, seed=0)
     heldout = synthetic_pairs(toy_tokenizer, 8, 12, 24, 0.6, 256, seed=9)
     runs = {v: bench.run_variant(v, str(random_toy), toy_tokenizer, train, heldout, data, epochs=2)
-            for v in ("trl-default", "precompute", "handbook")}
-    default, precompute, handbook = runs["trl-default"], runs["precompute"], runs["handbook"]
+            for v in ("trl-default", "precompute", "handbook-padded", "handbook", "handbook-random")}
+    default, precompute, padded, handbook = (runs[v] for v in ("trl-default", "precompute", "handbook-padded", "handbook"))
     # a precomputed reference is the live reference: the same batches give the same losses
     assert precompute["losses"] == pytest.approx(default["losses"], abs=1e-4)
     assert precompute["heldout_loss"] == pytest.approx(default["heldout_loss"], abs=1e-4)
     # grouping reorders the same pairs: one epoch's tokens are the same, fewer of them padding
-    assert len(handbook["losses"]) == len(default["losses"]) == 2 * 8
-    assert handbook["real_token_share"] > default["real_token_share"]
-    assert 0 < default["real_token_share"] < 1 and handbook["peak_memory_mb"] >= 0
+    assert len(padded["losses"]) == len(default["losses"]) == 2 * 8
+    assert padded["real_token_share"] > default["real_token_share"]
+    assert 0 < default["real_token_share"] < 1 and padded["peak_memory_mb"] >= 0
     # the live reference forward shows as processed tokens of its own: precompute processes fewer
     assert precompute["processed_tokens"] < default["processed_tokens"]
+    # packed rows: the shipped trainer packs, computes no padding, and the same batches give the same losses
+    assert handbook["packed_models"] == 1 and padded["packed_models"] == 0 == default["packed_models"]
+    assert handbook["real_token_share"] == 1.0 and padded["real_token_share"] < 0.95
+    assert handbook["processed_tokens"] < padded["processed_tokens"]
+    assert handbook["losses"] == pytest.approx(padded["losses"], abs=1e-5)
+    assert handbook["heldout_loss"] == pytest.approx(padded["heldout_loss"], abs=1e-5)
+    assert handbook["cpu_s"] > 0 and handbook["load_average_before"] >= 0
+    # packed rows on TRL's own random batches: TRL's losses, step by step
+    assert runs["handbook-random"]["real_token_share"] == 1.0
+    assert runs["handbook-random"]["losses"] == pytest.approx(default["losses"], abs=1e-4)
     summary = bench._summarise("toy", 1, data, 2, list(runs.values()))
     by_name = {v["variant"]: v for v in summary["variants"]}
     assert by_name["trl-default"]["speedup"] == 1.0 and by_name["precompute"]["epoch_loss_diff_in_se"] < 1e-2
     assert summary["speedup_vs_trl_default"] == by_name["handbook"]["speedup"]
+    assert by_name["handbook"]["step_loss_max_diff_vs_padded"] < 1e-5
+    assert by_name["handbook-random"]["step_loss_max_diff_vs_trl"] < 1e-4
+
+
+def test_dpo_bench_interleaves_the_variants(load_bench):
+    bench = load_bench("bench_dpo")
+    assert bench.interleaved([0, 1, 2], ["a", "b", "c"]) == [(0, ["a", "b", "c"]), (1, ["c", "b", "a"]),
+                                                             (2, ["a", "b", "c"])]
+    assert list(bench.VARIANTS) == ["trl-default", "precompute", "handbook-padded", "handbook", "handbook-random"]
+    assert bench.DATA["medium"]["variants"] == ("trl-default", "handbook-padded", "handbook", "handbook-random")
 
 
 def test_sft_bench_packing_fills_rows(toy_tokenizer, monkeypatch, load_bench):
@@ -103,9 +123,9 @@ def test_run_all_writes_the_headline_figures(tmp_path, monkeypatch, load_bench):
     run_all = load_bench("run_all")
     fake = {"dpo": {"dpo_run_speedup_vs_trl_default": 1.6, "dpo_real_token_share": 0.8},
             "sft": {"sft_padding_efficiency_packed": 1.0}, "generation": {"generation_batched_speedup": 9.0},
-            "tutorial": {"tutorial_seconds": 120.0}}
+            "tutorial": {"tutorial_seconds": 120.0}, "setup": {"setup_to_first_notebook_seconds": 150.0}}
     for name, module in (("dpo", "bench_dpo"), ("sft", "bench_sft"), ("generation", "bench_generation"),
-                         ("tutorial", "bench_tutorial")):
+                         ("tutorial", "bench_tutorial"), ("setup", "bench_setup")):
         stub = load_bench(module)
         monkeypatch.setattr(stub, "run", lambda result=fake[name], **kw: dict(result))
         monkeypatch.setitem(sys.modules, module, stub)  # what `import bench_dpo` in run_all finds
@@ -114,9 +134,52 @@ def test_run_all_writes_the_headline_figures(tmp_path, monkeypatch, load_bench):
     run_all.main(["--out", str(out)])
     written = json.loads(out.read_text())
     for key in ("dpo_run_speedup_vs_trl_default", "dpo_real_token_share", "sft_padding_efficiency_packed",
-                "generation_batched_speedup", "tutorial_seconds"):
+                "generation_batched_speedup", "tutorial_seconds", "setup_to_first_notebook_seconds"):
         assert key in written
     assert written["machine"]["cores"] >= 1 and written["benchmarks"]["dpo"]["bench_seconds"] >= 0
+
+
+def test_setup_bench_clones_the_working_tree_and_merges_its_result(tmp_path, load_bench):
+    """bench_setup measures the code in front of you: a clone of HEAD with the uncommitted changes and
+    untracked files laid over it; its figure is merged into latest.json without touching the others."""
+    import subprocess
+
+    bench = load_bench("bench_setup")
+    dest = tmp_path / "clone"
+    overlay = bench.clone(dest)
+    repo = bench.REPO
+    changed = subprocess.run(["git", "diff", "HEAD", "--name-only"], cwd=repo, text=True,
+                             stdout=subprocess.PIPE, check=True).stdout.split()
+    assert overlay["changed"] == len(changed)
+    for name in changed + ["bench/bench_setup.py", "requirements-dev.txt"]:
+        if (repo / name).exists():
+            assert (dest / name).read_bytes() == (repo / name).read_bytes(), name
+    requirements = (dest / "requirements.txt").read_text().splitlines()
+    assert not any(line.startswith("llama-cpp-python") for line in requirements)  # nothing to compile
+    assert any(line.startswith("llama-cpp-python[server]==") for line in (dest / "requirements-dev.txt").read_text().splitlines())
+    out = tmp_path / "latest.json"
+    out.write_text(json.dumps({"tutorial_seconds": 88.0, "benchmarks": {"tutorial": {"x": 1}}}))
+    bench.merge_into(out, {"setup_to_first_notebook_seconds": 150.0, "make_install_seconds": 60.0})
+    merged = json.loads(out.read_text())
+    assert merged["tutorial_seconds"] == 88.0 and merged["benchmarks"]["tutorial"] == {"x": 1}
+    assert merged["setup_to_first_notebook_seconds"] == 150.0
+    assert merged["benchmarks"]["setup"]["make_install_seconds"] == 60.0
+
+
+def test_make_tutorial_installs_nothing_that_compiles():
+    """`make tutorial` / `make lab` install requirements.txt only; `make test` / `make bench` add requirements-dev.txt."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    def plan(target):  # what make would run with no venv yet (dry run, a venv path that does not exist)
+        return subprocess.run(["make", "-n", target, "VENV=/nonexistent/venv"], cwd=repo, text=True,
+                              stdout=subprocess.PIPE, check=True).stdout
+    for target in ("tutorial", "lab"):
+        assert "requirements.txt" in plan(target) and "requirements-dev.txt" not in plan(target)
+    for target in ("test", "bench"):
+        assert "-r requirements-dev.txt" in plan(target)
+    assert "make test" in (repo / ".ci" / "run").read_text()
 
 
 def test_medium_size_is_configurable_from_the_command_line(tmp_path, load_bench):

@@ -287,7 +287,7 @@ POOL_BAD = [
     (0, {"backend": "toy"}, "`pool[0].backend`: invalid value \"toy\" (str); expected a mapping (dict)"),
     (1, {"name": ["a"]}, "`pool[1].name`: invalid value [\"a\"] (list); expected a string (str)"),
     (1, {"top_p": 1.5}, "`pool[1].top_p`: invalid value 1.5; must be in (0, 1]"),
-    (1, {"name": "dsft-t1.0"}, "`pool[1].name`: 'dsft-t1.0' is the name of pool[0] too"),
+    (1, {"name": "teacher"}, "`pool[1].name`: 'teacher' is the name of pool[0] too"),
 ]
 
 

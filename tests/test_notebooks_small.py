@@ -122,17 +122,19 @@ def test_04_runs_ddpo_from_notebook_02s_model_on_notebook_03s_triples(small_run)
     assert (small_run[0] / "04_ddpo" / "ddpo_curves.png").exists()
 
 
-def test_05_judges_four_models_in_fastchats_layout(small_run):
+def test_05_judges_table3s_rows_in_fastchats_layout(small_run):
     from handbook.core.data import read_jsonl
 
     m = _metrics(small_run, "05_evaluation")
     out = small_run[0] / "05_evaluation"
-    models = {"base", "dsft", "ddpo_without_dsft", "dsft_ddpo"}
-    assert m["questions"] == CATEGORIES and set(m["mt_bench"]) == models
+    rows = {"base", "dsft", "dsft2", "ddpo_without_dsft", "dsft_ddpo"}  # Table 3's four rows and the base
+    models = rows | {"notebook_04"}  # + notebook 04's model of this run, scored beside the table
+    assert m["questions"] == CATEGORIES and set(m["mt_bench"]) == rows
     assert m["judged"] == {name: m["questions"] * 2 for name in models}  # two turns each
     assert m["model_sources"] == {"base": "local", "dsft": "previous", "ddpo_without_dsft": "train",
-                                  "dsft_ddpo": "previous"}
-    assert m["failed_judgments"] == 0 and m["judge"] == "toy-rubric" and m["pairs"] > 0
+                                  "dsft2": "train", "dsft_ddpo": "train", "notebook_04": "previous"}
+    assert set(m["trained_on"]) == {"ddpo_without_dsft", "dsft2", "dsft_ddpo"} and min(m["trained_on"].values()) > 0
+    assert m["failed_judgments"] == 0 and m["judge"] == "toy-rubric"
     questions = read_jsonl(out / "question.jsonl")
     assert len(questions) == m["questions"]
     for name in models:
@@ -142,7 +144,7 @@ def test_05_judges_four_models_in_fastchats_layout(small_run):
     judgments = read_jsonl(out / "model_judgment" / "toy-rubric_single.jsonl")
     assert len(judgments) == len(models) * m["questions"] * 2
     assert {j["turn"] for j in judgments} == {1, 2} and all(1 <= j["score"] <= 10 for j in judgments)
-    assert _weights(out / "ddpo_without_dsft")
+    assert all(_weights(out / name) for name in ("ddpo_without_dsft", "dsft2", "dsft_ddpo"))
     assert 0 <= m["win_rate_dsft_ddpo_vs_dsft"] <= 100
 
 

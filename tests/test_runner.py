@@ -102,7 +102,8 @@ def test_other_meta_is_refused_with_a_message_naming_the_file(tmp_path):
     with pytest.raises(ValueError) as err:
         _run(path, backend, meta={**META, "seed": 1})
     assert str(path) in str(err.value) and "different arguments" in str(err.value)
-    assert "'seed': 1" in str(err.value) and "'seed': 0" in str(err.value)
+    assert "seed: 0 in the cache, 1 now" in str(err.value)  # what changed, field by field
+    assert "delete" in str(err.value) and "--allow_cache_reuse" in str(err.value)  # how to go on
     assert backend.batches == [] and path.read_text() == text
 
 
@@ -185,3 +186,63 @@ def test_only_the_main_process_writes(tmp_path, monkeypatch):
     with ResumableCalls(path, META, KEYS, total=4, progress=False) as calls:
         calls.run(_items(4), Backend(), 2)
     assert len(calls.results) == 4 and path.read_text() == text
+
+
+# --- failures: never recorded, counted, made again by a rerun (issue #15) ------------------------------------------
+class Flaky(Backend):
+    """Fails (a TransportError in place) the payloads in ``down``; ``whole`` raises for every batch."""
+
+    def __init__(self, down=(), whole=False):
+        super().__init__()
+        self.down, self.whole = set(down), whole
+
+    def __call__(self, payloads):
+        from handbook.core.backends import TransportError
+
+        self.batches.append(list(payloads))
+        if self.whole:
+            raise TransportError("cannot reach http://127.0.0.1:9/v1")
+        return [TransportError(f"HTTP 503 for {p}") if p in self.down else {"out": f"<{p}>"} for p in payloads]
+
+
+def test_failed_calls_are_not_recorded_and_a_rerun_makes_exactly_them(tmp_path):
+    from handbook.core.runner import CallsFailed
+
+    path = tmp_path / "c.jsonl"
+    with pytest.raises(CallsFailed) as err:
+        _run(path, Flaky(down={"p1.0", "p7.0"}), n=10, batch_size=3)
+    assert err.value.failed == 2 and err.value.not_attempted == 0
+    assert "test: 2 of 10 call(s) failed and were not recorded" in str(err.value)
+    assert "First error (item='i1', phase=0): HTTP 503 for p1.0" in str(err.value)
+    assert sorted(r["item"] for r in _records(path)) == sorted(f"i{k}" for k in range(10) if k not in (1, 7))
+    backend = Backend()
+    resumed = _run(path, backend, n=10, batch_size=3)
+    assert backend.batches == [["p1.0", "p7.0"]]  # exactly the failed calls, none of the recorded ones
+    assert resumed.results == _run(tmp_path / "ref.jsonl", Backend(), n=10, batch_size=3).results
+
+
+def test_a_batch_that_fails_whole_stops_the_run_and_later_phases_never_start(tmp_path):
+    from handbook.core.runner import CallsFailed
+
+    path = tmp_path / "c.jsonl"
+    backend = Flaky(whole=True)
+    with pytest.raises(CallsFailed, match=r"3 of 10 call\(s\) failed .*every call of a batch of 3 failed\), 7 call"):
+        _run(path, backend, n=10, batch_size=3, phases=2)
+    assert len(backend.batches) == 1 and _records(path) == []  # no outage written as a result
+
+
+def test_no_batch_starts_past_the_time_bound(tmp_path):
+    from handbook.core.backends import time_limit
+    from handbook.core.runner import CallsFailed
+
+    path = tmp_path / "c.jsonl"
+
+    def slow(payloads):
+        import time
+
+        time.sleep(0.3)
+        return [{"out": p} for p in payloads]
+
+    with time_limit(0.5), pytest.raises(CallsFailed, match=r"0 of 10 call\(s\) failed .*time bound of 0.5 s"):
+        _run(path, slow, n=10, batch_size=2)
+    assert len(_records(path)) == 4  # two batches finished in the bound, and are kept

@@ -116,12 +116,30 @@ def test_small_offline_sft_data_is_notebook_01s_else_fresh_toy_dialogues(offline
     previous = sft_data_choice("small", run / "02_dsft_training")
     assert previous.source == "previous" and previous.value["dataset_name"].endswith("01_dsft_data/dsft_dataset")
     assert previous.value["dataset_test_split"] is None and previous.value["eval_strategy"] == "no"
-    toy = sft_data_choice("toy", run / "02_dsft_training")
-    assert toy.value == {"toy_data_dir": str(run / "02_dsft_training" / "data")}
+    toy = sft_data_choice("toy", run / "02_dsft_training")  # the toy tier chains too: notebook 01's dialogues
+    assert toy.source == "previous" and toy.value == previous.value and "notebook 01" in toy.note
+
+
+def test_toy_tier_chains_and_says_so_in_one_line(run):
+    """Each toy choice is the previous notebook's output of the same run when present, else the cached build."""
+    choices = lambda: (sft_data_choice("toy", run / "02_dsft_training"), dpo_start_choice("toy", run / "04_ddpo"),  # noqa: E731
+                       dpo_data_choice("toy", run / "04_ddpo"))
+    alone = choices()
+    assert [c.source for c in alone] == ["recipe"] * 3
+    assert alone[0].value == {"toy_data_dir": str(run / "02_dsft_training" / "data")} and alone[1].value == "toy-dsft"
+    assert all(c.note and "\n" not in c.note and "no " in c.note for c in alone)  # one line: why the fallback
+    _save_dataset(run / "01_dsft_data" / "dsft_dataset", [{"messages": []}])
+    _fake_model(run / "02_dsft_training" / "model")
+    _save_dataset(run / "03_aif_preferences" / "triples", [{"a": 1}])
+    chained = choices()
+    assert [c.source for c in chained] == ["previous"] * 3 and all("this run" in c.note for c in chained)
+    assert chained[0].value["dataset_name"] == str((run / "01_dsft_data" / "dsft_dataset").resolve())
+    assert chained[1].value == str((run / "02_dsft_training" / "model").resolve())
+    assert chained[2].value["dataset_name"] == str((run / "03_aif_preferences" / "triples").resolve())
+    assert chained[2].value["dataset_test_split"] is None  # held out by the notebook, not taken from train
 
 
 def test_ddpo_starts_from_notebook_02s_model_else_a_stand_in(offline, run, monkeypatch):
-    assert dpo_start_choice("toy", run / "04_ddpo").value == "toy-dsft"
     fallback = dpo_start_choice("small", run / "04_ddpo")
     assert fallback.value == SMOLLM2_HUB_ID and "stands in" in fallback.note
     _fake_model(run / "02_dsft_training" / "model")
@@ -172,18 +190,22 @@ def test_evaluation_choices(offline, run, tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [q["question_id"] for q in mt_bench_questions_choice("full", str(path), 2).value] == [0, 1, 3, 4]
     assert len(mt_bench_questions_choice("small", None, 1).value) == len(world.CATEGORIES)
-    toy = ablation_models("toy", run / "05_evaluation")
-    assert [c.source for c in toy.values()] == ["toy", "toy", "train", "train"]
+    toy = ablation_models("toy", run / "05_evaluation")  # Table 3's four rows + the base, + the on-policy variant
+    assert list(toy) == ["base", "dsft", "ddpo_without_dsft", "dsft2", "dsft_ddpo", "dsft_ddpo_on_policy"]
+    assert [c.source for c in toy.values()] == ["toy", "recipe", "train", "train", "train", "train"]
     small = ablation_models("small", run / "05_evaluation")
-    assert list(small) == ["base", "dsft", "ddpo_without_dsft", "dsft_ddpo"]
+    assert list(small) == ["base", "dsft", "ddpo_without_dsft", "dsft2", "dsft_ddpo"]
     assert small["base"].value == SMOLLM2_HUB_ID and small["dsft_ddpo"].source == "train"
-    _fake_model(run / "04_ddpo" / "model")
-    assert ablation_models("small", run / "05_evaluation")["dsft_ddpo"].source == "previous"
+    _fake_model(run / "04_ddpo" / "model")  # notebook 04's model is scored beside Table 3, not as its 1-epoch row
+    small = ablation_models("small", run / "05_evaluation")
+    assert small["dsft_ddpo"].source == "train" and small["notebook_04"].source == "previous"
 
 
 def test_aif_arguments_per_tier(offline, run, monkeypatch):
-    toy, notes = aif_arguments("toy", run / "03", prompts_per_category=60)
-    assert [m["name"] for m in toy.pool] == ["dsft-t1.0", "dsft-t0.7", "dsft-step100", "teacher"] and notes == []
+    toy, notes = aif_arguments("toy", run / "03", prompts_per_category=60)  # off-policy: no student in the pool
+    assert [m["name"] for m in toy.pool] == ["teacher", "careful", "careless", "unreliable"]
+    assert len(notes) == 1 and "off-policy" in notes[0] and "\n" not in notes[0]
+    assert all(m["backend"]["type"] == "toy" for m in toy.pool)
     small, notes = aif_arguments("small", run / "03", prompts_per_category=1, max_new_tokens=16,
                                  teacher=teacher_choice("small", role="pool"), judge=judge_choice("small"))
     assert [m["name"] for m in small.pool] == ["dsft-t1.0", "dsft-t0.7", "smollm2-instruct", "teacher"]

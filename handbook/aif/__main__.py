@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.configs import parse_command
+from ..core.runner import reported_errors
 from ..tiers import build_backend, prompts_from
 from .pipeline import AIFArguments, ConvertArguments, run_convert, run_generate
 
@@ -39,4 +40,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reported_errors():  # an outage, a locked output, a changed producer: the message, exit status 1
+        main()

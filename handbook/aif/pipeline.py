@@ -9,19 +9,21 @@ choices checked before any work); constructed directly, they check their values 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..core.backends import ChatBackend, Sampling
+from ..core.backends import ChatBackend, Sampling, time_limit, with_timeout
 from ..core.backends import build_backend as core_build_backend
-from ..core.data import read_jsonl
-from ..core.configs import ConfigError, check_dataclass
+from ..core.configs import ConfigError, check_dataclass, check_time_bounds
+from ..core.runner import EmptyOutput, allow_cache_reuse, exclusive_lock
 from .binarize import MEAN_OF_ASPECTS_RULES, RULES, binarize
 from .pool import PoolMemberSpec, build_pool, generate_pool
 from .rating import rate_pool
-from .ultrafeedback import convert_ultrafeedback
+from .ultrafeedback import convert_file
 
 
 SCORES = ("overall", "fine_grained")
@@ -53,6 +55,17 @@ class AIFArguments:
                                                             "always uses fine_grained."})
     seed: int = field(default=42, metadata={"help": "Seed of the rejected completion's draw."})
     batch_size: int = field(default=64, metadata={"help": "Prompts per backend call (>= 1)."})
+    timeout: float | None = field(
+        default=None, metadata={"help": "Seconds one request to an endpoint (a backend of type openai) may wait for "
+                                        "its reply, for every endpoint whose spec sets no `timeout` of its own "
+                                        "(default: the backend's, 60)."})
+    max_total_seconds: float | None = field(
+        default=None, metadata={"help": "Time bound of the whole run: past it no request is sent or retried and the "
+                                        "run stops with an error; what finished is kept (default: none)."})
+    allow_cache_reuse: bool = field(
+        default=False, metadata={"help": "Reuse the caches even if a producer or an argument changed (the message of "
+                                         "a refused cache says what changed); for the same weights or server under "
+                                         "another name."})
 
     def __post_init__(self):
         check_dataclass(self)
@@ -60,6 +73,7 @@ class AIFArguments:
             raise ConfigError(f"`batch_size`: invalid value {self.batch_size}; must be at least 1")
         if self.max_retries < 0:
             raise ConfigError(f"`max_retries`: invalid value {self.max_retries}; must be at least 0")
+        check_time_bounds(self)
         PoolMemberSpec.from_pool(self.pool)  # every member's keys and values, as `pool[N].key`
 
 
@@ -89,23 +103,46 @@ class ConvertArguments:
 def run_generate(args: AIFArguments, prompts: Sequence[str],
                  build_backend: Callable[..., ChatBackend] = core_build_backend, progress: bool = True):
     """Pool → ratings → triples for ``prompts`` into ``args.output_dir`` (``rated.jsonl``, ``triples/``,
-    ``report.json``). ``build_backend`` turns the recipe's backend specs into backends."""
-    from datasets import Dataset
+    ``report.json``). ``build_backend`` turns the recipe's backend specs into backends.
 
+    The output folder is locked for the run (``<output_dir>/.lock``: a second run into it is refused with this
+    run's pid); the run is bounded by ``max_total_seconds``. Requests that got no reply are never recorded: the
+    run raises :class:`handbook.core.runner.CallsFailed` (what finished is cached; a rerun asks exactly the rest).
+    No pair at all is :class:`handbook.core.runner.EmptyOutput`: ``rated.jsonl`` and ``report.json`` say why, and
+    no ``triples/`` is written (a stale one from an earlier run is removed)."""
     if args.rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}; got {args.rule!r}")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pool = generate_pool(prompts, build_pool(args.pool, build_backend), out / "pool.cache.jsonl", args.batch_size, progress)
-    judge = build_backend(args.judge)
+    reuse = allow_cache_reuse() if args.allow_cache_reuse else contextlib.nullcontext()
+    with exclusive_lock(out / ".lock", f"the output folder {out}"), time_limit(args.max_total_seconds), reuse:
+        return _generate(args, prompts, build_backend, progress, out)
+
+
+def _generate(args: AIFArguments, prompts, build_backend, progress: bool, out: Path):
+    from datasets import Dataset
+
+    pool_spec = [dict(m, backend=with_timeout(m["backend"], args.timeout)) if isinstance(m, dict) else m
+                 for m in args.pool]
+    pool = generate_pool(prompts, build_pool(pool_spec, build_backend), out / "pool.cache.jsonl", args.batch_size,
+                         progress)
+    judge = build_backend(with_timeout(args.judge, args.timeout))
     rated = rate_pool(pool, judge, out / "ratings.cache.jsonl", args.max_retries,
                       Sampling(temperature=0.0, max_new_tokens=args.judge_max_new_tokens, seed=0), args.batch_size,
                       progress)
     (out / "rated.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rated))
     triples, report = binarize(rated, args.rule, None if args.rule in MEAN_OF_ASPECTS_RULES else args.score, args.seed)
-    Dataset.from_list(triples).save_to_disk(str(out / "triples"))
     (out / "report.json").write_text(json.dumps({"rule": report.rule, "prompts": report.prompts, "kept": report.kept,
                                                  "dropped": dict(report.dropped)}, indent=2))
+    if not triples:
+        stale = out / "triples"
+        if stale.exists():
+            shutil.rmtree(stale)  # an earlier run's pairs: they would pass for this run's
+        failed = sum(c.get("status") != "ok" for r in rated for c in r["completions"])
+        raise EmptyOutput(f"0 preference pairs from {len(rated)} prompts ({report}; {failed} failed ratings): no "
+                          f"dataset written to {stale}. See {out / 'rated.jsonl'} (each failed rating with the "
+                          f"judge's raw reply and the reason) and {out / 'report.json'}.")
+    Dataset.from_list(triples).save_to_disk(str(out / "triples"))
     return rated, triples, report
 
 
@@ -113,8 +150,7 @@ def run_convert(input_path: str, output_dir: str, rule: str, score: str | None, 
                 fix_overall: bool = True, decontaminate: bool = True):
     from datasets import Dataset
 
-    raw = read_jsonl(input_path)
-    rated, conv_report = convert_ultrafeedback(raw, fix_overall=fix_overall, decontaminate=decontaminate)
-    triples, report = binarize(rated, rule, score, seed)
+    # every bad line named (file, line, field); identical pairs dropped and counted; no pair left → an error
+    triples, conv_report, report = convert_file(input_path, rule, score, seed, fix_overall, decontaminate)
     Dataset.from_list(triples).save_to_disk(output_dir)
     return triples, conv_report, report

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-from ..core.backends import ChatBackend, Sampling
+from ..core.backends import ChatBackend, Sampling, chat_with_errors, describe_backend
 from ..core.backends import build_backend as core_build_backend
 from ..core.configs import ConfigError, check_keys, check_values, known_keys
 from ..core.data import prompt_id
@@ -31,19 +31,25 @@ def generate_pool(prompts: Sequence[str], members: Sequence[PoolMember], cache_p
     """``[{"prompt", "prompt_id", "completions": [{"model", "response"}, ...]}]``, one row per distinct prompt.
 
     Resumable through :class:`handbook.core.runner.ResumableCalls` (records ``{"prompt_id", "model",
-    "response"}``), one phase per pool member."""
+    "response"}``), one phase per pool member; the cache's identity has every member's ``describe()`` (weights
+    fingerprint, endpoint, toy settings) and sampling. A completion that got no reply (unreachable, timeout,
+    5xx, malformed) is not recorded: :class:`handbook.core.runner.CallsFailed`, and a rerun asks for it again."""
     prompts = list(dict.fromkeys(prompts))
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"pool member names must be unique: {names}")
-    meta = {"members": [{"name": m.name, "backend": m.backend.name, "sampling": asdict(m.sampling)} for m in members],
+    if not prompts:
+        raise ValueError("the pool needs at least one prompt; got none")
+    meta = {"members": [{"name": m.name, "backend": describe_backend(m.backend), "sampling": asdict(m.sampling)}
+                        for m in members],
             "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
     ids = [prompt_id(p) for p in prompts]
     with ResumableCalls(cache_path or None, meta, ("prompt_id", "model"), len(prompts) * len(members),
                         "AIF pool (completions)", progress) as calls:
-        for member in members:  # one phase per member
+        for member in members:  # one phase per member; a request that got no reply stays in place, unrecorded
             calls.run((((pid, member.name), [{"role": "user", "content": p}]) for p, pid in zip(prompts, ids)),
-                      lambda batch: [{"response": r} for r in member.backend.chat(batch, member.sampling)],
+                      lambda batch: [r if isinstance(r, Exception) else {"response": r}
+                                     for r in chat_with_errors(member.backend, batch, member.sampling)],
                       batch_size)
     done = calls.results
     return [{"prompt": p, "prompt_id": pid,

@@ -21,7 +21,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from ..core.backends import ChatBackend, Sampling, chat_with_errors
+from ..core.backends import ChatBackend, Sampling, TransportError, chat_with_errors, describe_backend, text_sha256
 from ..core.runner import ResumableCalls
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
@@ -190,13 +190,16 @@ class RatingResult:
 
 
 def rate(items: Sequence[tuple[str, str]], judge: ChatBackend, max_retries: int = 2,
-         sampling: Sampling = Sampling(temperature=0.0, max_new_tokens=400, seed=0)) -> list[RatingResult]:
+         sampling: Sampling = Sampling(temperature=0.0, max_new_tokens=400, seed=0)) -> list[RatingResult | TransportError]:
     """Rate each (prompt, response); unreadable replies are asked again up to ``max_retries`` times.
 
     Attempt ``k`` uses seed ``sampling.seed + k`` (and, for a greedy judge, a small temperature from
-    the first retry on) so that a retry can come out differently.
+    the first retry on) so that a retry can come out differently. A request that got no reply at all
+    (:class:`~handbook.core.backends.TransportError`: unreachable, timeout, 5xx after the backend's retries,
+    a malformed reply) is no rating, failed or not: its :class:`TransportError` stands in its place (a caller
+    reports it and asks again later). A request the server refused (HTTP 400, ...) is a failed attempt.
     """
-    results: list[RatingResult | None] = [None] * len(items)
+    results: list[RatingResult | TransportError | None] = [None] * len(items)
     last: dict[int, tuple[str, str]] = {}
     pending = list(range(len(items)))
     for attempt in range(max_retries + 1):
@@ -209,6 +212,9 @@ def rate(items: Sequence[tuple[str, str]], judge: ChatBackend, max_retries: int 
         replies = chat_with_errors(judge, requests, s)
         still = []
         for i, reply in zip(pending, replies):
+            if isinstance(reply, TransportError):
+                results[i] = reply
+                continue
             if isinstance(reply, Exception):
                 last[i] = (last.get(i, ("", ""))[0], f"backend: {reply}")
                 still.append(i)
@@ -231,15 +237,19 @@ def rate_pool(rows: Sequence[dict], judge: ChatBackend, cache_path=None, max_ret
     """Each completion gets its rating record (``status``, ``aspects``, ``overall``, ``fine_grained``,
     ``raw``, ``attempts``, ``error``); failed ratings stay in the rows with their raw reply.
 
-    Resumable through :class:`handbook.core.runner.ResumableCalls` (keys ``prompt_id``, ``model``)."""
-    meta = {"judge": judge.name, "max_retries": max_retries, "sampling": asdict(sampling),
+    Resumable through :class:`handbook.core.runner.ResumableCalls` (keys ``prompt_id``, ``model``); the cache's
+    identity has the judge's ``describe()`` (its endpoint, model, settings such as the toy judge's ``noise``),
+    the sampling and a hash of the rating prompt's text. A rating request that got no reply is not recorded
+    (:class:`handbook.core.runner.CallsFailed` after the other batches; a rerun asks exactly those again)."""
+    meta = {"judge": describe_backend(judge), "max_retries": max_retries, "sampling": asdict(sampling),
+            "rating_prompt_sha256": text_sha256(render_rating_request("{prompt}", "{response}")),
             "items_sha256": hashlib.sha256(json.dumps(
                 [[r["prompt"], [c["model"] for c in r["completions"]], [c["response"] for c in r["completions"]]]
                  for r in rows]).encode()).hexdigest()}
     items = [((r["prompt_id"], c["model"]), (r["prompt"], c["response"])) for r in rows for c in r["completions"]]
     with ResumableCalls(cache_path or None, meta, ("prompt_id", "model"), len(items), "AIF ratings", progress) as calls:
-        calls.run(items, lambda batch: [res.to_record() for res in rate(batch, judge, max_retries, sampling)],
-                  batch_size)
+        calls.run(items, lambda batch: [res if isinstance(res, Exception) else res.to_record()
+                                        for res in rate(batch, judge, max_retries, sampling)], batch_size)
     done = calls.results
     out = []
     for r in rows:

@@ -14,10 +14,24 @@ Implementations (the toy world's teacher and judges, ``handbook.toy``, have the 
   environment variable and never printed, logged or stored on the object's ``repr``.
 
 ``build_backend(spec)`` makes any of them from a config mapping (a recipe's ``teacher:`` block).
+
+**Identity.** Every backend says what determines its replies with ``describe()`` — a JSON mapping: its type and
+name, and for a local model a fingerprint of its weights (:func:`weights_fingerprint`), for an endpoint its
+``base_url`` and ``model``, for the toy world's backends their settings. Caches of results
+(:mod:`handbook.core.runner`) record it and refuse results made by another producer
+(:func:`describe_backend` is the one way to ask any backend, one without ``describe()`` included).
+
+**Failures.** :class:`TransportError` is a request that got no usable reply — the server unreachable, a
+timeout, 429/5xx after the retries, a malformed reply (a 200 whose body is HTML or invalid JSON, no
+``choices``, no content), or the run's time bound (:func:`time_limit`) reached. It is never a result: callers
+report it and a rerun asks again. :class:`RequestRefused` is the server's definite answer about one request
+(HTTP 400, 422: retrying will not help); any other :class:`BackendError` is a setting that is wrong for every
+request (a wrong URL, model or key), raised at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -28,7 +42,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence
 from urllib.parse import urlparse
 
 from .distributed import world_size
@@ -54,9 +69,26 @@ class ChatBackend(Protocol):
     def chat(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[str]:
         """One assistant reply per conversation, in order."""
 
+    def describe(self) -> dict:
+        """What determines the replies (JSON values, no secrets): the identity a cache of results records."""
+
 
 class BackendError(RuntimeError):
     """A backend could not produce a reply (after its retries), with the reason."""
+
+
+class TransportError(BackendError):
+    """A request that got no usable reply: unreachable, timed out, 429/5xx after the retries, a malformed reply,
+    or the run's time bound reached. Never a result: reported, and asked again by a rerun."""
+
+
+class RequestRefused(BackendError):
+    """The server's definite answer about one request (HTTP 400, 422, ...): retrying it will not help; a caller may
+    record it as that request's outcome."""
+
+
+class TimeLimitReached(TransportError):
+    """The run's time bound (:func:`time_limit`) ran out before this request got a reply."""
 
 
 def chat_with_errors(backend: ChatBackend, conversations, sampling: Sampling) -> list:
@@ -65,6 +97,132 @@ def chat_with_errors(backend: ChatBackend, conversations, sampling: Sampling) ->
     if "return_exceptions" in inspect.signature(backend.chat).parameters:
         return backend.chat(conversations, sampling, return_exceptions=True)
     return backend.chat(conversations, sampling)
+
+
+def describe_backend(backend) -> dict:
+    """``backend.describe()``, or ``{"name": backend.name}`` for a backend that has no ``describe()`` (its
+    name is then all a cache can check)."""
+    describe = getattr(backend, "describe", None)
+    return json.loads(json.dumps(describe() if callable(describe) else {"name": getattr(backend, "name", None)},
+                                 sort_keys=True, default=str))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's time bound
+# ---------------------------------------------------------------------------------------------
+_time_limit: tuple[float, float, str] | None = None  # (deadline on the monotonic clock, seconds, option name)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, option: str = "max_total_seconds") -> Iterator[None]:
+    """Bound the time of everything run inside: an HTTP request is not started (nor retried) past the bound and
+    waits at most until it, and :class:`handbook.core.runner.ResumableCalls` makes no batch past it. ``None``: no
+    bound. ``option`` names the setting in the messages. The bound covers every thread of the process."""
+    global _time_limit
+    if seconds is not None and seconds <= 0:
+        raise ValueError(f"`{option}`: invalid value {seconds}; must be greater than 0")
+    previous = _time_limit
+    if seconds is not None:
+        deadline = time.monotonic() + seconds
+        if previous is None or deadline < previous[0]:  # the tighter bound wins
+            _time_limit = (deadline, seconds, option)
+    try:
+        yield
+    finally:
+        _time_limit = previous
+
+
+def time_left() -> float | None:
+    """Seconds left before the time bound of :func:`time_limit` (0 once it has passed), or ``None`` without one."""
+    if _time_limit is None:
+        return None
+    return max(0.0, _time_limit[0] - time.monotonic())
+
+
+def time_limit_message() -> str:
+    """``the time bound of 30 s (max_total_seconds) ran out`` for the bound in force."""
+    if _time_limit is None:
+        return "no time bound is set"
+    return f"the time bound of {_time_limit[1]:g} s (`{_time_limit[2]}`) ran out"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints
+# ---------------------------------------------------------------------------------------------
+_MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json", ".model", ".jinja", ".txt", ".tiktoken")
+_SAMPLE = 1 << 20  # bytes hashed at each end of a large file
+_PROBES, _PROBE = 16, 1 << 16  # and at 16 places in between, 64 KiB each
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """``size:mtime_ns:sha`` of one file: its size and modification time, and the SHA-256 (first 16 hex digits)
+    of its content — all of it up to 4 MiB; beyond, the first and last MiB and 16 evenly spaced 64 KiB blocks
+    (about 3 MiB read, whatever the size: a retrained model rewrites its files, so the time and the sampled
+    content both change)."""
+    path = Path(path)
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        if stat.st_size <= 4 * _SAMPLE:
+            for block in iter(lambda: f.read(_SAMPLE), b""):
+                digest.update(block)
+        else:
+            digest.update(f.read(_SAMPLE))
+            step = (stat.st_size - 2 * _SAMPLE) // (_PROBES + 1)
+            for k in range(1, _PROBES + 1):
+                f.seek(_SAMPLE + k * step)
+                digest.update(f.read(_PROBE))
+            f.seek(stat.st_size - _SAMPLE)
+            digest.update(f.read(_SAMPLE))
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()[:16]}"
+
+
+def weights_fingerprint(model_name_or_path: str | os.PathLike, gguf_file: str | None = None) -> dict:
+    """What a local model's replies depend on, on disk: ``{"path", "files": {name: file_fingerprint}}`` for the
+    weight, config and tokenizer files at the top of its directory (``*.safetensors``, ``*.bin``, ``*.json``,
+    ``tokenizer.model``, ...; subfolders such as checkpoints are not the model), only ``gguf_file`` of them when
+    given. An adapter's base model (``adapter_config.json``'s ``base_model_name_or_path``) is fingerprinted
+    too. A hub id that is not a local path: ``{"hub_id": ...}`` (the caller adds the revision it loaded).
+    Well under a second for a 135M model (about 3 MiB read per large file)."""
+    path = Path(model_name_or_path)
+    if path.is_file():
+        return {"path": str(path.resolve()), "files": {path.name: file_fingerprint(path)}}
+    if not path.is_dir():
+        return {"hub_id": str(model_name_or_path)}
+    if gguf_file:
+        names = [gguf_file]
+    else:
+        names = sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix in _MODEL_SUFFIXES)
+    out: dict[str, Any] = {"path": str(path.resolve()), "files": {n: file_fingerprint(path / n) for n in names}}
+    adapter = path / "adapter_config.json"
+    if adapter.is_file() and not gguf_file:
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if base and Path(base).resolve() != path.resolve():
+            out["base_model"] = weights_fingerprint(base)
+    return out
+
+
+def parameters_fingerprint(model) -> str:
+    """SHA-256 (16 hex digits) of a model's weights in memory — every value of tensors up to 65,536 values,
+    4,096 evenly spaced values of larger ones, with every name, shape and dtype — for a model that was not
+    loaded from files (trained or changed in memory)."""
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            if flat.numel() > 65536:
+                flat = flat[::flat.numel() // 4096][:4096]  # a strided view: 4,096 values across the tensor
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(flat.to("cpu", torch.float32).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def text_sha256(obj) -> str:
+    """SHA-256 (16 hex digits) of a text or of any JSON value (keys sorted): e.g. a judge prompt."""
+    blob = obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def conversation_seed(conversation: Sequence[Message], seed: int | None) -> int:
@@ -79,11 +237,41 @@ def conversation_seed(conversation: Sequence[Message], seed: int | None) -> int:
 class TransformersBackend:
     """A local model: batched generation with left padding and the model's chat template."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, name: str | None = None):
+    def __init__(self, model, tokenizer, batch_size: int = 32, name: str | None = None, model_args=None):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
+        self.model_args = model_args  # where the weights were loaded from (``from_model_args``), else None
+        self._identity: dict | None = None
+
+    def describe(self) -> dict:
+        """Type, name, and the weights: their files' fingerprint (:func:`weights_fingerprint`) when loaded by
+        :meth:`from_model_args` (plus the hub revision for a hub id), else a fingerprint of the weights in memory
+        (:func:`parameters_fingerprint`); the dtype, any quantisation and the chat template. Computed once (the
+        weights of a backend do not change under it). ``batch_size`` is left out: it does not change replies."""
+        if self._identity is None:
+            args, config = self.model_args, self.model.config
+            if args is not None:
+                weights = weights_fingerprint(args.model_name_or_path, getattr(args, "gguf_file", None))
+                if "hub_id" in weights:
+                    weights["revision"] = getattr(args, "model_revision", None) or getattr(config, "_commit_hash", None)
+                tokenizer = getattr(args, "tokenizer_name_or_path", None)
+                if tokenizer:
+                    weights["tokenizer"] = weights_fingerprint(tokenizer)
+            else:
+                weights = {"in_memory": parameters_fingerprint(self.model)}
+            quantization = getattr(config, "quantization_config", None)
+            if quantization is not None and hasattr(quantization, "to_dict"):
+                quantization = quantization.to_dict()
+            self._identity = {
+                "type": "transformers", "name": self.name,
+                "model": args.model_name_or_path if args is not None else getattr(config, "_name_or_path", None),
+                "weights": weights, "dtype": str(getattr(self.model, "dtype", "")),
+                "quantization": json.loads(json.dumps(quantization, sort_keys=True, default=str)),
+                "chat_template_sha256": text_sha256(getattr(self.tokenizer, "chat_template", None) or ""),
+            }
+        return self._identity
 
     @classmethod
     def from_model_args(cls, model_args, batch_size: int = 32, name: str | None = None):
@@ -96,7 +284,8 @@ class TransformersBackend:
         model, tokenizer = load_model_and_tokenizer(model_args)
         if torch.cuda.is_available() and model.device.type == "cpu":
             model = model.to(torch.cuda.current_device())
-        return cls(model, tokenizer, batch_size=batch_size, name=name or model_args.model_name_or_path)
+        return cls(model, tokenizer, batch_size=batch_size, name=name or model_args.model_name_or_path,
+                   model_args=model_args)
 
     def chat(self, conversations, sampling: Sampling = Sampling()) -> list[str]:
         from .generation import generate_replies
@@ -124,10 +313,15 @@ class VLLMBackend:
         except ImportError:
             raise ImportError("the vllm backend needs vLLM: pip install -e .[vllm] (on a machine with a GPU)") from None
         self.name = name or model
+        self._identity = {"type": "vllm", "name": self.name, "model": model, "weights": weights_fingerprint(model),
+                          "dtype": dtype, "max_model_len": max_model_len}
         self._vllm = vllm
         self.llm = vllm.LLM(model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                             max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
                             trust_remote_code=trust_remote_code)
+
+    def describe(self) -> dict:
+        return dict(self._identity)
 
     def chat(self, conversations, sampling: Sampling = Sampling()) -> list[str]:
         params = self._vllm.SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
@@ -147,10 +341,14 @@ class OpenAIBackend:
 
     ``base_url`` and ``model`` come from config; the key from the environment variable named by
     ``api_key_env`` (a local server without a key may leave it unset). Up to ``max_concurrency``
-    requests are in flight at once; a request that fails with 429, a 5xx, a timeout or a dropped
-    connection is retried up to ``max_retries`` times with exponential backoff and jitter
-    (``backoff * 2**attempt`` seconds, at most ``max_backoff``). A wrong URL or model raises
-    :class:`BackendError` at once with a message that says which.
+    requests are in flight at once; each waits at most ``timeout`` seconds for its reply. A request that
+    fails with 429, a 5xx, a timeout, a dropped connection or a malformed reply (a 200 whose body is not
+    the JSON of a chat completion: HTML, invalid JSON, no ``choices``, no content) is retried up to
+    ``max_retries`` times with exponential backoff and jitter (``backoff * 2**attempt`` seconds, at most
+    ``max_backoff``), and then fails with :class:`TransportError`; so does a request that the run's time
+    bound (:func:`time_limit`) cuts short. A wrong URL, model or key raises :class:`BackendError` at once
+    with a message that says which; another 4xx (the server refusing this one request) is a
+    :class:`RequestRefused` for that request.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
@@ -160,6 +358,14 @@ class OpenAIBackend:
 
         if not base_url or not urlparse(base_url).scheme.startswith("http"):
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        for key, value, ok, rule in (("max_concurrency", max_concurrency, lambda v: v >= 1, "at least 1"),
+                                     ("max_retries", max_retries, lambda v: v >= 0, "at least 0"),
+                                     ("timeout", timeout, lambda v: v > 0, "greater than 0"),
+                                     ("backoff", backoff, lambda v: v >= 0, "at least 0"),
+                                     ("max_backoff", max_backoff, lambda v: v >= 0, "at least 0")):
+            number = int if key in ("max_concurrency", "max_retries") else (int, float)
+            if isinstance(value, bool) or not isinstance(value, number) or not ok(value):
+                raise ValueError(f"`{key}`: invalid value {value!r}; must be a number {rule}")
         key = os.environ.get(api_key_env) if api_key_env else None
         if not key:
             if urlparse(base_url).hostname not in _LOOPBACK:
@@ -182,6 +388,11 @@ class OpenAIBackend:
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, max_concurrency={self.max_concurrency})"
 
+    def describe(self) -> dict:
+        """Type, name, ``base_url`` and ``model`` (the key, the concurrency, the timeout and the retries do not
+        change replies and are left out; the sampling of each request is recorded by its caller)."""
+        return {"type": "openai", "name": self.name, "base_url": self.base_url, "model": self.model}
+
     def _count(self, key: str) -> None:
         with self._stats_lock:
             self.stats[key] += 1
@@ -190,39 +401,50 @@ class OpenAIBackend:
         import openai
 
         retryable = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-                     openai.APIConnectionError)
+                     openai.APIConnectionError, openai.APIResponseValidationError, json.JSONDecodeError,
+                     _MalformedReply)
         attempt = 0
         while True:
+            left = time_left()
+            if left is not None and left <= 0:
+                self._count("failures")
+                raise TimeLimitReached(f"{self.base_url}: {time_limit_message()} after {attempt} attempt(s) "
+                                       "of this request")
             self._count("requests")
             try:
                 kwargs: dict[str, Any] = dict(
                     model=self.model, messages=list(conversation), temperature=sampling.temperature,
-                    top_p=sampling.top_p, max_tokens=sampling.max_new_tokens)
+                    top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
+                    timeout=self.timeout if left is None else min(self.timeout, left))
                 if sampling.seed is not None:
                     kwargs["seed"] = conversation_seed(conversation, sampling.seed) % (2**31)
-                response = self._client.chat.completions.create(**kwargs)
-                content = response.choices[0].message.content
-                if content is None:
-                    raise BackendError(f"{self.base_url}: the server returned no message content")
-                return content
+                return _content_of(self._client.chat.completions.create(**kwargs))
             except openai.NotFoundError as exc:
                 raise BackendError(self._not_found_message(exc)) from None
             except openai.AuthenticationError:
                 raise BackendError(f"{self.base_url} refused the API key (HTTP 401): check the key's environment variable") from None
+            except openai.PermissionDeniedError as exc:
+                raise BackendError(f"{self.base_url}: HTTP 403 (permission denied): {exc.message}") from None
             except retryable as exc:
-                if attempt >= self.max_retries:
+                left = time_left()
+                if attempt >= self.max_retries or (left is not None and left <= 0):
                     self._count("failures")
+                    if attempt < self.max_retries:
+                        raise TimeLimitReached(f"{self.base_url}: {time_limit_message()} after {attempt + 1} "
+                                               f"attempt(s) of this request; the last: {_describe(exc)}") from None
                     if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
-                        raise BackendError(f"cannot reach {self.base_url} after {attempt + 1} attempts: {exc}") from None
-                    raise BackendError(f"{self.base_url}: giving up after {attempt + 1} attempts: {_describe(exc)}") from None
+                        raise TransportError(f"cannot reach {self.base_url} after {attempt + 1} attempts: {exc}") from None
+                    raise TransportError(f"{self.base_url}: giving up after {attempt + 1} attempts: {_describe(exc)}") from None
                 delay = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
+                if left is not None:
+                    delay = min(delay, left)
                 logger.warning("%s: %s; retry %d/%d in %.1fs", self.base_url, _describe(exc), attempt + 1,
                                self.max_retries, delay)
                 self._count("retries")
                 time.sleep(delay)
                 attempt += 1
-            except openai.APIStatusError as exc:  # 400, 403, 422, ...: retrying will not help
-                raise BackendError(f"{self.base_url}: HTTP {exc.status_code}: {exc.message}") from None
+            except openai.APIStatusError as exc:  # 400, 422, ...: the server refuses this request; retrying will not help
+                raise RequestRefused(f"{self.base_url}: HTTP {exc.status_code}: {exc.message}") from None
 
     def _not_found_message(self, exc) -> str:
         try:
@@ -234,21 +456,30 @@ class OpenAIBackend:
         return f"{self.base_url}: HTTP 404 for model {self.model!r}: {exc}"
 
     def chat(self, conversations, sampling: Sampling = Sampling(), return_exceptions: bool = False) -> list:
-        """Replies in order. With ``return_exceptions`` a request that fails after its retries gives
-        its :class:`BackendError` in its place instead of failing the whole batch."""
+        """Replies in order. With ``return_exceptions`` a request that fails after its retries gives its
+        :class:`TransportError` (or, refused by the server, its :class:`RequestRefused`) in its place instead of
+        failing the whole batch; a wrong URL, model or key still raises (it would fail every request)."""
         if not conversations:
             return []
+        fatal: list[BackendError] = []
 
         def one(conversation):
+            if fatal:  # a wrong URL, model or key: do not send the rest
+                return fatal[0]
             try:
                 return self._complete(conversation, sampling)
             except BackendError as exc:
+                if not isinstance(exc, (TransportError, RequestRefused)):
+                    fatal.append(exc)
                 if return_exceptions:
                     return exc
                 raise
 
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations))) as pool:
-            return list(pool.map(one, conversations))
+            replies = list(pool.map(one, conversations))
+        if fatal:
+            raise fatal[0]
+        return replies
 
     def check(self) -> list[str]:
         """Ask the server which models it serves; raise :class:`BackendError` if ``model`` is not one."""
@@ -257,15 +488,49 @@ class OpenAIBackend:
         try:
             available = sorted(m.id for m in self._client.models.list())
         except openai.APIConnectionError as exc:
-            raise BackendError(f"cannot reach {self.base_url}: {exc}") from None
+            raise TransportError(f"cannot reach {self.base_url}: {exc}") from None
         if self.model not in available:
             raise BackendError(f"model {self.model!r} not found at {self.base_url}; the server offers: {', '.join(available)}")
         return available
 
 
+class _MalformedReply(Exception):
+    """A 200 reply that is not the JSON of a chat completion."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+def _content_of(response) -> str:
+    """The message content of a chat-completion reply, or :class:`_MalformedReply` saying what is wrong with it."""
+    if isinstance(response, (str, bytes)):
+        text = response.decode(errors="replace") if isinstance(response, bytes) else response
+        snippet = " ".join(text.split())[:120]
+        raise _MalformedReply(f"a malformed reply: not JSON but {snippet!r}")
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list):
+        raise _MalformedReply("a malformed reply: no `choices` list")
+    if not choices:
+        raise _MalformedReply("a malformed reply: `choices` is empty")
+    try:
+        content = choices[0].message.content
+    except AttributeError:
+        raise _MalformedReply("a malformed reply: `choices[0]` has no message") from None
+    if not isinstance(content, str):
+        raise _MalformedReply("a malformed reply: the message has no content")
+    return content
+
+
 def _describe(exc) -> str:
     status = getattr(exc, "status_code", None)
-    return f"HTTP {status}" if status else type(exc).__name__
+    if status:
+        return f"HTTP {status}"
+    if isinstance(exc, _MalformedReply):
+        return exc.what
+    if isinstance(exc, json.JSONDecodeError):
+        return f"a malformed reply: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    return type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,6 +542,9 @@ class ShardedBackend:
     def __init__(self, backend):
         self.backend = backend
         self.name = backend.name
+
+    def describe(self) -> dict:
+        return describe_backend(self.backend)  # sharding does not change the replies
 
     def chat(self, conversations, sampling, return_exceptions: bool = False):
         def local(convs):
@@ -300,6 +568,14 @@ class ShardedBackend:
 
 
 # ---------------------------------------------------------------------------------------------
+def with_timeout(spec: dict, timeout: float | None) -> dict:
+    """A backend spec with a command's per-request ``timeout`` for an endpoint (``type: openai``) whose spec sets
+    none of its own (a spec's own ``timeout`` wins; other types have no requests to time out)."""
+    if timeout is not None and isinstance(spec, dict) and spec.get("type") == "openai" and "timeout" not in spec:
+        return {**spec, "timeout": timeout}
+    return spec
+
+
 BackendFactory = Callable[..., "ChatBackend"]
 
 

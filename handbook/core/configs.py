@@ -50,7 +50,8 @@ from .distributed import world_size
 from .models import resolve_device_and_precision, resolve_reporting
 
 __all__ = ["ConfigError", "HandbookParser", "parse_config", "parse_command", "read_recipe", "recipe_path",
-           "check_keys", "check_values", "check_dataclass", "load_yaml", "REMOVED_KEYS", "RECIPES_DIR"]
+           "check_keys", "check_values", "check_dataclass", "check_time_bounds", "load_yaml", "REMOVED_KEYS",
+           "RECIPES_DIR"]
 
 # The recipes ship inside the package (``handbook/recipes``; a checkout links ``recipes/`` to it), so an
 # installed handbook finds them exactly as a checkout does.
@@ -590,3 +591,12 @@ def read_recipe(path: str | os.PathLike, dataclass_types: Sequence[type], **over
     """A recipe file (plus keyword overrides, checked as the file's values are) as dataclass instances,
     for notebooks and tests. Raises :class:`ConfigError`."""
     return HandbookParser(list(dataclass_types)).parse_args_and_config(["--config", str(Path(path))], overrides)
+
+
+def check_time_bounds(args, keys: Sequence[str] = ("timeout", "max_total_seconds")) -> None:
+    """For a ``__post_init__``: each of ``keys`` (seconds: a per-request timeout, a run's time bound) is unset or
+    greater than 0; else a :class:`ConfigError` naming the key and the value."""
+    for key in keys:
+        value = getattr(args, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"`{key}`: invalid value {value}; must be greater than 0 (seconds), or unset")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import random
 from pathlib import Path
+from typing import Callable, Iterator
+
+logger = logging.getLogger(__name__)
 
 
 def prompt_id(prompt: str) -> str:
@@ -12,16 +17,49 @@ def prompt_id(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
 
 
-def read_jsonl(path) -> list[dict]:
-    """The JSON objects of a JSONL file, one per non-empty line; a bad line is an error naming file and line."""
-    rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
+def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-empty line of a JSONL file. A missing file, a line that is not
+    UTF-8, not JSON (a torn last line included) or not a JSON object is an error naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
             try:
-                rows.append(json.loads(line))
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}, line {n}: not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
+                                 f"of the line)") from None
+            if n == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {n}: not JSON ({exc})") from None
-    return rows
+                torn = "" if raw.endswith(b"\n") else "; the file's last line is cut short (a torn write?)"
+                raise ValueError(f"{path}, line {n}: not JSON: {exc.msg} (column {exc.colno}){torn}") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}, line {n}: not a JSON object (a JSON {type(obj).__name__})")
+            yield n, obj
+
+
+def read_jsonl(path) -> list[dict]:
+    """The JSON objects of a JSONL file, one per non-empty line; a bad line is an error naming file and line
+    (:func:`iter_jsonl`)."""
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 text file; a byte that is not UTF-8 is an error naming file and line."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}, line {n}: not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
+                                 f"of the line)") from None
+            yield n, (text.removeprefix("\ufeff") if n == 1 else text).rstrip("\r\n")
 
 
 def write_jsonl(path, rows) -> None:
@@ -32,41 +70,188 @@ def write_jsonl(path, rows) -> None:
 
 def read_prompts(path) -> list[str]:
     """Prompts from a JSONL file (a ``prompt`` field per row) or a text file (one per non-empty line);
-    a missing file, a bad line or an empty prompt is an error naming file and line."""
+    a missing file, a bad line, an empty prompt or a file with no prompt is an error naming file and line."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
     if path.suffix != ".jsonl":
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    prompts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            prompt = json.loads(line).get("prompt")
-        except (json.JSONDecodeError, AttributeError) as exc:
-            raise ValueError(f"{path}, line {n}: not a JSON object ({exc})") from None
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"{path}, line {n}: field 'prompt' is missing or empty")
-        prompts.append(prompt)
+        prompts = [line for _, line in _text_lines(path) if line.strip()]
+    else:
+        prompts = []
+        for n, row in iter_jsonl(path):
+            prompt = row.get("prompt")
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f"{path}, line {n}: field 'prompt' is missing or empty")
+            prompts.append(prompt)
+    if not prompts:
+        raise ValueError(f"{path}: no prompts (the file is empty)")
     return prompts
 
 
-def load_split(name: str, config: str | None, split: str):
-    """One split of a dataset: a directory written by ``save_to_disk``, a .jsonl/.json file, or a hub id."""
+def load_splits(name: str, config: str | None, train_split: str, test_split: str | None,
+                test_split_size: float | None = None, seed: int = 0,
+                check_row: Callable[[dict, int], None] | None = None):
+    """``(train, eval or None)`` of a dataset: a directory written by ``save_to_disk`` (one dataset or a
+    ``DatasetDict``), a .jsonl/.json file, or a hub id. Eval rows never silently equal train rows:
+
+    * ``test_split_size`` set: the eval rows are that share (0 < x < 1) or number (>= 1) of the training
+      split's rows, drawn with ``seed``; the rest, in their order, train (``test_split`` is not read);
+    * else a named ``test_split`` must exist (a ``DatasetDict`` or a hub dataset; a missing one is an error
+      naming the dataset and its splits);
+    * a single dataset (a .jsonl/.json file, one saved dataset) has no named splits: no eval set, said in the log.
+
+    ``check_row(row, index)`` validates the rows of a file before they become a dataset (its error is
+    prefixed with the file and line). A dataset or split with no rows is an error."""
+    source = _load_source(name, config, check_row)
+    single = not isinstance(source, dict)
+    train = source if single else _split(source, train_split, name)
+    _require_rows(train, name if single else f"{name} (split {train_split!r})")
+    if test_split_size is not None:
+        train, test = _hold_out(train, test_split_size, seed, name)
+        logger.info("%s: %d rows held out as the eval set (test_split_size %s, seed %d; dataset_test_split not "
+                    "read), %d rows train", name, len(test), test_split_size, seed, len(train))
+        return train, test
+    if not test_split:
+        logger.info("%s: no eval set (dataset_test_split is none and test_split_size is not set)", name)
+        return train, None
+    if single:
+        logger.warning("%s is a single dataset with no named splits: no eval set (its rows are the training rows; "
+                       "set test_split_size to hold some out for evaluation)", name)
+        return train, None
+    test = _split(source, test_split, name)
+    _require_rows(test, f"{name} (split {test_split!r})")
+    return train, test
+
+
+class _HubSplits(dict):
+    """The named splits of a hub dataset, each loaded when asked for."""
+
+    def __init__(self, name: str, config: str | None):
+        super().__init__()
+        self.name, self.config = name, config
+
+
+def _split(source: dict, split: str, name: str):
+    """``source[split]``; a split the dataset does not have is an error naming the dataset and the splits it has."""
+    if isinstance(source, _HubSplits):
+        import datasets
+
+        try:
+            return datasets.load_dataset(source.name, source.config, split=split)
+        except ValueError as exc:
+            if "split" in str(exc).lower():
+                raise ValueError(f"{name} has no split {split!r} ({exc})") from None
+            raise
+    if split not in source:
+        raise ValueError(f"{name} has no split {split!r}; it has {', '.join(map(repr, source))}")
+    return source[split]
+
+
+def _load_source(name: str, config: str | None, check_row=None):
+    """A single ``Dataset`` or a mapping of named splits."""
     import datasets
 
     path = Path(name)
     if path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise ValueError(f"{name} has no split {split!r}; it has {list(loaded)}")
-            return loaded[split]
-        return loaded
-    if path.suffix in (".jsonl", ".json") and path.exists():
-        return datasets.load_dataset("json", data_files=str(path), split="train")
-    return datasets.load_dataset(name, config, split=split)
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except Exception as exc:  # noqa: BLE001 - e.g. IndexError for a dataset saved with no rows
+            raise ValueError(f"{name}: not a loadable dataset directory ({type(exc).__name__}: {exc}); it must be "
+                             f"written by `save_to_disk`, completely, with at least one row") from None
+        return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else loaded
+    if path.suffix in (".jsonl", ".json"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{name}: no such file")
+        return _file_dataset(path, check_row)
+    return _HubSplits(name, config)
+
+
+def _file_dataset(path: Path, check_row=None):
+    """A .jsonl file (one JSON object a line) or a .json file (an array of objects, or JSON lines) as a
+    ``Dataset``; every bad line, row or value is an error naming file and line."""
+    from datasets import Dataset
+
+    located = None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None  # JSON lines in a .json file: read line by line below, with line numbers
+        if isinstance(data, list):
+            bad = next((i for i, r in enumerate(data) if not isinstance(r, dict)), None)
+            if bad is not None:
+                raise ValueError(f"{path}: item {bad} of the array is not a JSON object")
+            located = [(f"{path}, item {i}", r) for i, r in enumerate(data)]
+        elif data is not None and not isinstance(data, dict):
+            raise ValueError(f"{path}: not an array of JSON objects (a JSON {type(data).__name__})")
+    if located is None:
+        located = [(f"{path}, line {n}", r) for n, r in iter_jsonl(path)]
+    if not located:
+        raise ValueError(f"{path}: no rows (the file is empty)")
+    if check_row is not None:
+        for i, (where, row) in enumerate(located):
+            try:
+                check_row(row, i)
+            except ValueError as exc:
+                raise type(exc)(f"{where}: {exc}") from None
+    rows = [r for _, r in located]
+    try:
+        return Dataset.from_list(rows)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's type errors name no row: find the first that breaks
+        lo, hi = 1, len(rows)  # the shortest prefix that fails
+        while lo < hi:
+            mid = (lo + hi) // 2
+            try:
+                Dataset.from_list(rows[:mid])
+                lo = mid + 1
+            except Exception:  # noqa: BLE001
+                hi = mid
+        raise ValueError(f"{located[lo - 1][0]}: the row's values do not have the types of the rows before it "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def _require_rows(ds, where: str) -> None:
+    if len(ds) == 0:
+        raise ValueError(f"{where}: no rows")
+
+
+def _hold_out(train, size: float, seed: int, name: str):
+    """``(train, held out)``: ``size`` (a share in (0, 1) or a number of rows) of the rows drawn with ``seed``;
+    both keep the rows' order."""
+    check_test_split_size(size)
+    n = len(train)
+    k = round(size * n) if size < 1 else int(size)
+    if not 1 <= k < n:
+        raise ValueError(f"{name}: test_split_size {size} holds out {k} of {n} rows; at least one row must be held "
+                         f"out and at least one left to train")
+    held = set(random.Random(seed).sample(range(n), k))
+    return (train.select([i for i in range(n) if i not in held]), train.select(sorted(held)))
+
+
+def check_test_split_size(size: float | None) -> None:
+    """``test_split_size`` is none, a share in (0, 1) or a whole number of rows >= 1 (for ``__post_init__``)."""
+    from .configs import ConfigError
+
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0
+                             or (size >= 1 and size != int(size))):
+        raise ConfigError(f"`test_split_size`: invalid value {size!r}; a share between 0 and 1 (0.05) or a whole "
+                          f"number of rows (500)")
+
+
+def disable_eval_without_dataset(training_args, eval_dataset, log=logger) -> None:
+    """With no eval set, the trainer's ``eval_strategy`` becomes ``"no"`` (said in the log) instead of failing
+    in the trainer; ``load_best_model_at_end`` needs an eval set and is an error."""
+    if eval_dataset is not None or getattr(training_args, "eval_strategy", None) in (None, "no"):
+        return
+    if getattr(training_args, "load_best_model_at_end", False):
+        raise ValueError("load_best_model_at_end needs an eval set, and there is none: name an existing "
+                         "dataset_test_split or set test_split_size")
+    from transformers.trainer_utils import IntervalStrategy
+
+    log.warning("no eval set: eval_strategy %r becomes 'no' (name an existing dataset_test_split or set "
+                "test_split_size to evaluate)", getattr(training_args.eval_strategy, "value", training_args.eval_strategy))
+    training_args.eval_strategy = IntervalStrategy.NO
+    training_args.do_eval = False
 
 
 def last_checkpoint(training_args):

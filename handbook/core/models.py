@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import torch
 from trl import ModelConfig
-from trl.trainer.utils import get_peft_config, get_quantization_config
 
 from .chat_templates import resolve_chat_template
 
@@ -26,6 +25,21 @@ logger = logging.getLogger(__name__)
 __all__ = ["ModelArguments", "get_tokenizer", "get_model", "load_model_and_tokenizer",
            "get_peft_config", "resolve_attn_implementation", "resolve_device_and_precision", "resolve_reporting",
            "torch_dtype"]
+
+
+def get_peft_config(model_args):
+    """TRL's ``get_peft_config`` (imported when called: ``trl.trainer.utils`` pulls in peft and bitsandbytes,
+    ~3 s, which a notebook that never trains should not wait for)."""
+    from trl.trainer.utils import get_peft_config as trl_get_peft_config
+
+    return trl_get_peft_config(model_args)
+
+
+def get_quantization_config(model_args):
+    """TRL's ``get_quantization_config``, imported when called (see :func:`get_peft_config`)."""
+    from trl.trainer.utils import get_quantization_config as trl_get_quantization_config
+
+    return trl_get_quantization_config(model_args)
 
 
 @dataclass

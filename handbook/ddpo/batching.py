@@ -1,10 +1,15 @@
-"""Length-aware batching for dDPO: fewer padding tokens, the same examples, the same loss.
+"""Batching for dDPO: no padding computed, the same examples, the same loss.
 
 TRL's ``DPOTrainer`` pads every batch to its longest sequence (chosen and rejected of all pairs
 together), and its ``padding_free`` option is disabled in TRL 1.16. Chat data has a wide spread
 of lengths (UltraFeedback pairs: ~900 tokens, a long tail), so random batches are mostly padding.
-:class:`HandbookDPOTrainer` adds two things to ``DPOTrainer``, nothing else:
+:class:`HandbookDPOTrainer` adds three things to ``DPOTrainer``, nothing else:
 
+* ``pack_rows=True`` (the default; ``pack_rows`` of ``DPODataArguments`` in a recipe): every forward
+  that scores replies — the policy's, the reference's, precomputed or live — runs on the batch's
+  chosen and rejected rows packed into one sequence, attention kept within each row, and TRL's
+  loss code reads the result in its padded layout (:mod:`handbook.ddpo.packing`). Nothing is
+  computed for padding; Eq. 1 and every metric are TRL's, per pair, up to float rounding.
 * ``train_sampling_strategy: group_by_length`` (a transformers ``TrainingArguments`` field) works
   for preference pairs: the pair's length (:func:`pair_lengths`) is computed from TRL's tokenized
   columns, and transformers' mega-batch grouping (shuffle, cut into mega-batches of up to 50
@@ -13,6 +18,11 @@ of lengths (UltraFeedback pairs: ~900 tokens, a long tail), so random batches ar
 * The precomputed reference pass (``precompute_ref_log_probs``) scores pairs in length order and
   puts the log-probs back in the dataset's own order, so the forward-only pass wastes no padding
   and the result is the same pair by pair (tested).
+
+With packed rows, grouping no longer saves compute (a packed batch costs its real tokens, whatever
+their lengths): random batches (``train_sampling_strategy: random``, TRL's batches) cost the same.
+The recipes keep grouping, so that a run's batches and per-step losses are those of the padded runs
+before (``pack_rows: false``).
 
 :func:`length_grouped_sampler` and :func:`reference_pass_order` are those two orders on their own,
 from a list of lengths: the trainer calls them, and so does ``bench/gpu_bench.py`` (no TRL, no
@@ -88,7 +98,34 @@ def _dpo_trainer_class():
     from trl import DPOTrainer
 
     class HandbookDPOTrainer(DPOTrainer):
-        """``DPOTrainer`` with length grouping for pairs and a length-sorted reference pass (see module doc)."""
+        """``DPOTrainer`` with length grouping for pairs, a length-sorted reference pass and, with
+        ``pack_rows=True`` (the default), padding-free forwards (see the module doc).
+
+        ``pack_rows``: pack each batch's chosen and rejected rows into one sequence for every forward
+        that scores replies — the policy's, and the reference's whether precomputed or live
+        (:mod:`handbook.ddpo.packing`); ``False``: TRL's padded batches. The recipes' switch is
+        ``pack_rows`` of ``DPODataArguments``.
+        """
+
+        def __init__(self, *args, pack_rows: bool = True, **kwargs):
+            self.pack_rows = pack_rows
+            self.packed_models = []  # the models whose forwards are padding-free (policy, reference)
+            self._packing_done = False
+            super().__init__(*args, **kwargs)
+            self._enable_packing()
+
+        def _enable_packing(self):
+            """Put the packed forward on the policy and the reference model, once TRL has added its fused LM
+            head to them (before the precomputed reference pass, which runs inside ``DPOTrainer.__init__``)."""
+            if not self.pack_rows or self._packing_done or getattr(self, "_is_vision_dataset", False):
+                return
+            self._packing_done = True
+            from .packing import enable_packed_forward
+
+            models = [self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model]
+            if self.ref_model is not None:
+                models.append(self.accelerator.unwrap_model(self.ref_model))
+            self.packed_models = [m for m in models if enable_packed_forward(m)]
 
         def _pairs_grouped(self, dataset):
             return (self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "column_names")
@@ -115,6 +152,7 @@ def _dpo_trainer_class():
             return super()._get_eval_sampler(eval_dataset)
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
+            self._enable_packing()
             if not hasattr(dataset, "column_names") or "prompt_ids" not in dataset.column_names or len(dataset) < 2:
                 return super()._precompute_ref_logps(dataset, name, batch_size)
             order = reference_pass_order(pair_lengths(dataset, self.args.max_length))

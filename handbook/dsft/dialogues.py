@@ -20,7 +20,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from ..core.backends import ChatBackend, Sampling
+from ..core.backends import ChatBackend, Sampling, chat_with_errors, describe_backend, text_sha256
 from ..core.data import prompt_id
 from ..core.runner import ResumableCalls
 
@@ -94,17 +94,23 @@ def generate_dialogues(
     Step ``2k`` is the teacher's answer to the k-th user turn; step ``2k+1`` is the next user turn,
     written by ``user`` (default: the teacher itself) from the transcript so far. Steps run
     breadth-first in batches of ``config.batch_size``, one phase of
-    :class:`handbook.core.runner.ResumableCalls` each (resumable through ``cache_path``).
+    :class:`handbook.core.runner.ResumableCalls` each (resumable through ``cache_path``). The cache's identity
+    has the teacher's and the user's ``describe()`` (weights fingerprint, endpoint, toy settings such as
+    ``error_rate``) and the config. A call that got no reply is not recorded: the step ends with
+    :class:`handbook.core.runner.CallsFailed` (no later step starts) and a rerun makes exactly those calls.
     """
     from datasets import Dataset
 
     prompts = list(dict.fromkeys(p.strip() for p in seed_prompts))
+    if not prompts:
+        raise ValueError("no seed prompts: a dialogue needs one to start from")
     for i, p in enumerate(prompts):
         if not p:
             raise ValueError(f"seed prompt {i} is empty")
     user = user or teacher
     steps = 2 * config.num_turns - 1
-    meta = {"config": asdict(config), "teacher": teacher.name, "user": user.name,
+    meta = {"config": asdict(config), "teacher": describe_backend(teacher), "user": describe_backend(user),
+            "user_simulator_sha256": text_sha256(USER_SIMULATOR_SYSTEM),
             "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
     ids = [prompt_id(p) for p in prompts]
 
@@ -116,7 +122,8 @@ def generate_dialogues(
             sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens, config.seed + step)
             calls.run([((pid, step), _step_request(p, pid, done, step))
                        for p, pid in zip(prompts, ids) if (pid, step) not in done],
-                      lambda batch: [{"content": r.strip()} for r in backend.chat(batch, sampling)],
+                      lambda batch: [r if isinstance(r, Exception) else {"content": r.strip()}
+                                     for r in chat_with_errors(backend, batch, sampling)],
                       config.batch_size)
     rows = [{"prompt": p, "prompt_id": pid, "messages": _messages_from(p, pid, done, steps)} for p, pid in zip(prompts, ids)]
     return Dataset.from_list(rows)

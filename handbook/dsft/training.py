@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..core.data import last_checkpoint, load_split, save_training_outputs
+from ..core.data import (check_test_split_size, disable_eval_without_dataset, last_checkpoint, load_splits,
+                         save_training_outputs)
 from ..core.models import ModelArguments
-from .filters import FilterReport, ultrachat_filters, validate_dialogues
+from .filters import FilterReport, ultrachat_filters, validate_dialogue, validate_dialogues
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,15 @@ class SFTDataArguments:
                           "(dialogues written by the toy teacher, generated on first use and cached)."})
     dataset_config: str | None = field(default=None, metadata={"help": "The hub dataset's configuration name."})
     dataset_train_split: str = field(default="train_sft", metadata={"help": "Training split."})
-    dataset_test_split: str | None = field(default="test_sft", metadata={"help": "Evaluation split (none: no eval)."})
+    dataset_test_split: str | None = field(
+        default="test_sft",
+        metadata={"help": "Evaluation split; it must exist (none: no eval). A .jsonl file or a single saved dataset has "
+                          "no named splits: no eval unless test_split_size is set."})
+    test_split_size: float | None = field(
+        default=None,
+        metadata={"help": "Hold out this share (0 < x < 1) or this number of rows (>= 1) of the training split as the "
+                          "eval set, drawn with test_split_seed (dataset_test_split is then not read)."})
+    test_split_seed: int = field(default=0, metadata={"help": "Seed of the test_split_size draw."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation rows."})
     apply_ultrachat_filters: bool = field(
@@ -47,17 +56,22 @@ class SFTDataArguments:
     toy_data_dir: str | None = field(
         default=None, metadata={"help": "Toy: where generated dialogues are cached (default: <output_dir>/data)."})
 
+    def __post_init__(self):
+        check_test_split_size(self.test_split_size)
+
 
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
 def load_sft_datasets(data_args: SFTDataArguments):
     """``(train, eval or None, filter reports)`` from a hub id, a saved dataset or a JSONL file; every row
-    validated, only ``messages`` kept. (The toy world's dialogues: ``handbook.toy.data.toy_dsft_datasets``.)"""
+    validated (a file's errors name its line), only ``messages`` kept. The eval set is a named split that
+    exists, or ``test_split_size`` rows held out of the training split, else none (:func:`load_splits`).
+    (The toy world's dialogues: ``handbook.toy.data.toy_dsft_datasets``.)"""
     reports: list[FilterReport] = []
-    train = load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_train_split)
-    test = (load_split(data_args.dataset_name, data_args.dataset_config, data_args.dataset_test_split)
-            if data_args.dataset_test_split else None)
+    train, test = load_splits(data_args.dataset_name, data_args.dataset_config, data_args.dataset_train_split,
+                              data_args.dataset_test_split, data_args.test_split_size, data_args.test_split_seed,
+                              check_row=validate_dialogue)
     if data_args.apply_ultrachat_filters:
         from datasets import Dataset
 
@@ -79,7 +93,12 @@ def prepare_sft_splits(train, test, data_args: SFTDataArguments):
         if "messages" not in ds.column_names:
             raise ValueError(f"{data_args.dataset_name} ({split_name}): row 0: field 'messages' is missing "
                              f"(columns: {ds.column_names})")
-        validate_dialogues(ds)
+        if len(ds) == 0:
+            raise ValueError(f"{data_args.dataset_name} ({split_name}): no rows")
+        try:
+            validate_dialogues(ds)
+        except ValueError as exc:
+            raise type(exc)(f"{data_args.dataset_name} ({split_name}): {exc}") from None
     keep = lambda ds: ds.remove_columns([c for c in ds.column_names if c != "messages"])  # noqa: E731
     return keep(train), (keep(test) if test is not None else None)
 
@@ -108,7 +127,14 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
             logger.info("%s", r)
     else:
         train_ds, eval_ds = datasets
-        validate_dialogues(train_ds)
+        evals = eval_ds.items() if isinstance(eval_ds, dict) else [("eval", eval_ds)]
+        for name, ds in [("train", train_ds), *evals]:
+            if ds is not None:
+                try:
+                    validate_dialogues(ds)
+                except ValueError as exc:
+                    raise type(exc)(f"{name} dataset: {exc}") from None
+    disable_eval_without_dataset(training_args, eval_ds, logger)
     model = get_model(model_args, trust_remote_code=training_args.trust_remote_code)
     trainer = SFTTrainer(
         model=model,

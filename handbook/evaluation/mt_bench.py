@@ -24,8 +24,8 @@ import uuid
 from collections import defaultdict
 from typing import Sequence
 
-from ..core.backends import ChatBackend, Sampling, chat_with_errors
-from ..core.data import read_jsonl
+from ..core.backends import ChatBackend, Sampling, TransportError, chat_with_errors, describe_backend, text_sha256
+from ..core.data import iter_jsonl, read_jsonl
 from ..core.runner import ResumableCalls
 from .judge_prompts import load_judge_prompts
 
@@ -37,14 +37,31 @@ NEED_REFERENCE = ("math", "reasoning", "coding")
 
 
 def load_questions(path) -> list[dict]:
-    """FastChat's ``question.jsonl``; each row checked for ``question_id``, ``category`` and two ``turns``."""
-    questions = read_jsonl(path)
-    for n, q in enumerate(questions):
+    """FastChat's ``question.jsonl``, every row checked before any work: ``question_id`` (a number or a string,
+    unique: a duplicate is an error naming both lines), ``category`` (one of FastChat's eight, :data:`CATEGORIES`)
+    and ``turns`` (one or two non-empty strings); an empty file is an error. Errors name the file and line."""
+    questions, seen = [], {}
+    for n, q in iter_jsonl(path):
+        at = f"{path}, line {n}"
         for key in ("question_id", "category", "turns"):
             if key not in q:
-                raise ValueError(f"{path}, question {n}: field '{key}' is missing")
-        if not isinstance(q["turns"], list) or not q["turns"] or not all(isinstance(t, str) for t in q["turns"]):
-            raise ValueError(f"{path}, question {q['question_id']}: field 'turns' must be a list of strings")
+                raise ValueError(f"{at}: field '{key}' is missing")
+        qid = q["question_id"]
+        if isinstance(qid, bool) or not isinstance(qid, (int, str)):
+            raise ValueError(f"{at}: field 'question_id' must be a number or a string, got {qid!r}")
+        if qid in seen:
+            raise ValueError(f"{at}: question_id {qid!r} is already used on line {seen[qid]}")
+        seen[qid] = n
+        if q["category"] not in CATEGORIES:
+            raise ValueError(f"{at}: field 'category': unknown category {q['category']!r}; MT-Bench's are "
+                             f"{', '.join(CATEGORIES)}")
+        turns = q["turns"]
+        if (not isinstance(turns, list) or not 1 <= len(turns) <= 2
+                or not all(isinstance(t, str) and t.strip() for t in turns)):
+            raise ValueError(f"{at}: field 'turns' must be a list of one or two non-empty strings")
+        questions.append(q)
+    if not questions:
+        raise ValueError(f"{path}: no questions (the file is empty)")
     return questions
 
 
@@ -63,10 +80,13 @@ def generate_answers(questions: Sequence[dict], backend: ChatBackend, model_id: 
     Questions are batched by category (each category has its temperature); turn 2 sees the
     question, the model's own first answer and the follow-up. Resumable through
     :class:`handbook.core.runner.ResumableCalls` (keys ``question_id``, ``turn``), a phase per turn and
-    temperature.
+    temperature. The cache's identity has the model's ``describe()`` (its weights' fingerprint: a model retrained
+    into the same folder is another producer) and a hash of the questions; an answer that got no reply is not
+    recorded (:class:`handbook.core.runner.CallsFailed`; a rerun asks exactly those again).
     """
-    meta = {"model_id": model_id, "backend": backend.name, "max_new_tokens": max_new_tokens, "seed": seed,
-            "questions": [q["question_id"] for q in questions]}
+    meta = {"model_id": model_id, "backend": describe_backend(backend), "max_new_tokens": max_new_tokens, "seed": seed,
+            "questions": [q["question_id"] for q in questions], "questions_sha256": text_sha256(list(questions)),
+            "temperatures": TEMPERATURE}
     n_turns = max(len(q["turns"]) for q in questions)
     with ResumableCalls(cache_path or None, meta, ("question_id", "turn"), sum(len(q["turns"]) for q in questions),
                         f"answers of {model_id}", progress) as calls:
@@ -79,7 +99,8 @@ def generate_answers(questions: Sequence[dict], backend: ChatBackend, model_id: 
             for temperature, qs in sorted(by_temperature.items()):  # one batch per temperature
                 sampling = Sampling(temperature, 1.0, max_new_tokens, seed + turn)
                 calls.run([((q["question_id"], turn), _answer_request(q, turn, done)) for q in qs],
-                          lambda batch: [{"content": r} for r in backend.chat(batch, sampling)])
+                          lambda batch: [r if isinstance(r, Exception) else {"content": r}
+                                         for r in chat_with_errors(backend, batch, sampling)])
     return [{"question_id": q["question_id"], "answer_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{model_id}/{q['question_id']}").hex,
              "model_id": model_id, "choices": [{"index": 0, "turns": [done[(q["question_id"], t)]["content"]
                                                                       for t in range(len(q["turns"]))]}],
@@ -142,7 +163,11 @@ def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: Cha
                   max_new_tokens: int = 2048, progress: bool = True) -> list[dict]:
     """FastChat ``model_judgment`` rows (single grading) for every answered turn; greedy judge.
 
-    Resumable through :class:`handbook.core.runner.ResumableCalls` (keys ``model``, ``question_id``, ``turn``)."""
+    Resumable through :class:`handbook.core.runner.ResumableCalls` (keys ``model``, ``question_id``, ``turn``); the
+    cache's identity has the judge's ``describe()``, a hash of the judge prompts' text, the references and the
+    answers. A judgment request that got no reply (unreachable, timeout, 5xx, malformed) is not recorded
+    (:class:`handbook.core.runner.CallsFailed`; a rerun asks exactly those again); a reply without a rating is,
+    with score -1 and its raw text, as FastChat records it."""
     prompts = prompts or load_judge_prompts()
     by_id = {q["question_id"]: q for q in questions}
     items = []
@@ -151,14 +176,19 @@ def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: Cha
         for turn in range(len(q["turns"])):
             name, messages = render_single(q, a, turn, prompts, references)
             items.append((a["model_id"], q["question_id"], turn + 1, name, messages))
-    meta = {"judge": judge_model, "backend": judge.name,
+    meta = {"judge": judge_model, "backend": describe_backend(judge), "max_new_tokens": max_new_tokens,
+            "judge_prompts_sha256": text_sha256(prompts), "questions_sha256": text_sha256(list(questions)),
+            "references_sha256": text_sha256(sorted([str(k), v] for k, v in (references or {}).items())),
             "answers_sha256": _sha([a["choices"][0]["turns"] for a in answers])}
 
     def judge_batch(batch):  # FastChat's judgment rows, key fields in FastChat's order
         replies = chat_with_errors(judge, [m for *_, m in batch], Sampling(0.0, 1.0, max_new_tokens, 0))
         records = []
         for (model, qid, turn, name, messages), reply in zip(batch, replies):
-            judgment = f"ERROR: {reply}" if isinstance(reply, Exception) else reply
+            if isinstance(reply, TransportError):  # no reply: not a judgment, asked again by a rerun
+                records.append(reply)
+                continue
+            judgment = f"ERROR: {reply}" if isinstance(reply, Exception) else reply  # the server refused it
             records.append({"question_id": qid, "model": model, "judge": [judge_model, name],
                             "user_prompt": messages[1]["content"], "judgment": judgment,
                             "score": extract_rating(judgment), "turn": turn, "tstamp": time.time()})

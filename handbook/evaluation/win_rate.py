@@ -12,7 +12,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..core.backends import ChatBackend, Sampling
+from ..core.backends import ChatBackend, Sampling, TransportError, chat_with_errors
+from ..core.runner import CallsFailed
 from .judge_prompts import load_judge_prompts
 
 
@@ -76,13 +77,24 @@ def pairwise_win_rate(prompts: Sequence[str], answers: Sequence[str], reference_
                       judge: ChatBackend, judge_prompts=None) -> tuple[WinRate | None, list[dict]]:
     """Judge each (model answer, reference answer) in both orders; return the win rate and the records.
 
-    The win rate is None when no pair got a verdict in both orders (the records keep the raw replies).
+    The win rate is None when no pair got a verdict in both orders (the records keep the raw replies). A judge
+    request that got no reply (:class:`~handbook.core.backends.TransportError`: unreachable, timeout, 5xx,
+    malformed) is no verdict: :class:`handbook.core.runner.CallsFailed` with the count and the first error.
     """
+    if not prompts:
+        raise ValueError("no prompts to judge: a win rate needs at least one prompt")
     if not (len(prompts) == len(answers) == len(reference_answers)):
         raise ValueError("prompts, answers and reference answers must have the same length")
     ab = [render_pair(p, a, r, judge_prompts) for p, a, r in zip(prompts, answers, reference_answers)]
     ba = [render_pair(p, r, a, judge_prompts) for p, a, r in zip(prompts, answers, reference_answers)]
-    replies = judge.chat(ab + ba, Sampling(0.0, 1.0, 1024, 0))
+    replies = chat_with_errors(judge, ab + ba, Sampling(0.0, 1.0, 1024, 0))
+    failed = [(i, r) for i, r in enumerate(replies) if isinstance(r, TransportError)]
+    if failed:
+        i, first = failed[0]
+        raise CallsFailed(f"win rate: {len(failed)} of {len(replies)} judge requests got no reply (nothing is "
+                          f"recorded; rerun when the judge answers). First error (prompt {i % len(prompts)}, "
+                          f"{'model first' if i < len(prompts) else 'model second'}): {first}", len(failed), 0, first)
+    replies = [f"ERROR: {r}" if isinstance(r, Exception) else r for r in replies]  # refused by the server: no verdict
     records = []
     for i, p in enumerate(prompts):
         v1, v2 = extract_verdict(replies[i]), extract_verdict(replies[len(prompts) + i])

@@ -40,3 +40,30 @@ def summarize(rows: Sequence[dict]) -> dict:
     out["by_category"] = {c: stats([r for r in rows if r["category"] == c])
                           for c in world.CATEGORIES if any(r["category"] == c for r in rows)}
     return out
+
+
+def judge_dialogues(rows: Sequence[dict]) -> list[tuple[world.Prompt, world.Judgement]]:
+    """Every (user, assistant) turn of toy dialogues (``messages`` alternating from the user), judged by the toy
+    rubric: ``(the parsed prompt, the verdict)`` per assistant turn. The rubric knows only the toy world: a turn
+    whose prompt is not a toy prompt raises ``ValueError`` naming the row."""
+    verdicts = []
+    for n, r in enumerate(rows):
+        msgs = r["messages"]
+        for u, a in zip(msgs[0::2], msgs[1::2]):
+            if u["role"] != "user" or a["role"] != "assistant":
+                raise ValueError(f"row {n}: field 'messages' does not alternate user / assistant")
+            try:
+                prompt = world.parse_prompt(u["content"])
+            except ValueError as exc:
+                raise ValueError(f"row {n}: not a toy prompt ({exc})") from None
+            verdicts.append((prompt, world.judge(u["content"], a["content"])))
+    return verdicts
+
+
+def teacher_quality(verdicts: Sequence[tuple[world.Prompt, world.Judgement]]) -> dict:
+    """Mean rubric score, share correct, and share of constrained turns whose constraint was followed."""
+    constrained = [v for _, v in verdicts if v.followed is not None]
+    return {"mean_score": statistics.mean(v.score for _, v in verdicts),
+            "correct": statistics.mean(v.correctness == "correct" for _, v in verdicts),
+            "followed": statistics.mean(bool(v.followed) for v in constrained) if constrained else None,
+            "turns": len(verdicts)}

@@ -33,6 +33,10 @@ class ToyJudge:
     latency: float = 0.0
     name: str = field(default="toy-judge")
 
+    def describe(self) -> dict:
+        """What determines its ratings: ``noise`` and ``format_error_rate`` (``latency`` does not)."""
+        return {"type": "toy-judge", "name": self.name, "noise": self.noise, "format_error_rate": self.format_error_rate}
+
     def chat(self, conversations, sampling: Sampling = Sampling(), return_exceptions: bool = False) -> list[str]:
         replies = []
         for conv in conversations:
@@ -83,6 +87,9 @@ class ToyMTJudge:
     """
 
     name = "toy-mt-judge"
+
+    def describe(self) -> dict:
+        return {"type": "toy-mt-judge", "name": self.name}
 
     def chat(self, conversations, sampling: Sampling = Sampling(), return_exceptions: bool = False) -> list[str]:
         out = []

@@ -80,10 +80,13 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
     return paths
 
 
-def cached_student_for(model_args, data_args, training_args, recipe: str | os.PathLike = RECIPE) -> str | None:
+def cached_student_for(model_args, data_args, training_args, train_rows=None,
+                       recipe: str | os.PathLike = RECIPE) -> str | None:
     """The cached toy dSFT student's directory if ``(model_args, data_args, training_args)`` would train
     exactly it (same base, data and every training field that decides the weights), else ``None``.
 
+    The data is the same when the recipe's data fields are, or — for data from elsewhere, e.g. the dialogues
+    notebook 01 wrote — when ``train_rows`` holds exactly the recipe's training dialogues, in the same order.
     Notebook 02 uses it so that the reader's run and the students' build are one run, not two.
     """
     from trl import SFTConfig
@@ -91,8 +94,23 @@ def cached_student_for(model_args, data_args, training_args, recipe: str | os.Pa
     ref_model, ref_data, ref_training = read_recipe(recipe, [ModelArguments, SFTDataArguments, SFTConfig])
     if resolve_toy_name(model_args.model_name_or_path) != resolve_toy_name(ref_model.model_name_or_path):
         return None
-    if any(getattr(data_args, f) != getattr(ref_data, f) for f in _DATA_FIELDS):
-        return None
     if any(getattr(training_args, f) != getattr(ref_training, f) for f in _TRAINING_FIELDS):
         return None
+    if all(getattr(data_args, f) == getattr(ref_data, f) for f in _DATA_FIELDS):
+        return toy_students()["dsft"]
+    if train_rows is None or data_args.max_train_samples != ref_data.max_train_samples:
+        return None
+    ref_train, _, _ = toy_sft_datasets(ref_data)  # the toy teacher is scripted: rebuilt in memory in about a second
+    if _dialogues_digest(train_rows) != _dialogues_digest(ref_train):
+        return None
     return toy_students()["dsft"]
+
+
+def _dialogues_digest(rows) -> str:
+    """What training sees of a dialogue dataset: the ``messages`` of every row, in order."""
+    import json
+
+    digest = hashlib.sha256()
+    for messages in rows["messages"]:
+        digest.update(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode() + b"\n")
+    return digest.hexdigest()

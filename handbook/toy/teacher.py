@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import asdict
 
 from ..core.backends import Sampling, conversation_seed
 from ..dsft.dialogues import USER_SIMULATOR_SYSTEM, parse_transcript
@@ -27,6 +28,10 @@ class ToyTeacher:
         self.world = world
         self.config = config or world.TeacherConfig()
         self.latency = latency
+
+    def describe(self) -> dict:
+        """What determines its replies: its :class:`~handbook.toy.world.TeacherConfig` (``latency`` does not)."""
+        return {"type": "toy", "name": self.name, "teacher_config": asdict(self.config)}
 
     def chat(self, conversations, sampling: Sampling = Sampling()) -> list[str]:
         replies = []
