@@ -35,7 +35,7 @@ tutorial: install
 test: install-dev
 	$(OFFLINE) $(PY) -m pytest
 
-# CPU benchmarks side by side (bench/README.md); ~15 min on 2 cores; results in bench/results/latest.json.
+# CPU benchmarks side by side (bench/README.md); ~19 min on 2 cores; results in bench/results/latest.json.
 bench: install-dev
 	$(OFFLINE) $(PY) bench/run_all.py
 

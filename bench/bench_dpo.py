@@ -1,6 +1,6 @@
 """A whole dDPO run, the handbook's setup vs TRL's ``DPOTrainer`` defaults, side by side in one process.
 
-    python bench/bench_dpo.py                        # toy and medium (~20 M) models, ~12 min on 2 CPU cores
+    python bench/bench_dpo.py                        # toy and medium (~20 M) models, ~13 min on 2 CPU cores
     python bench/bench_dpo.py --sizes toy --pairs 128 --epochs 1   # quick look
 
 Same data, same random-init weights, same seed, same optimiser and schedule, 3 epochs:

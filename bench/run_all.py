@@ -2,7 +2,7 @@
 
     python bench/run_all.py [--only dpo,sft,generation,tutorial,setup [--update]] [--out bench/results/latest.json]
 
-Runs bench_dpo, bench_sft, bench_generation, bench_tutorial and bench_setup at their defaults (~22 min
+Runs bench_dpo, bench_sft, bench_generation, bench_tutorial and bench_setup at their defaults (~19 min
 on 2 CPU cores) and writes one JSON: the machine it ran on, each benchmark's full results, and the
 headline figures at the top level — ``dpo_run_speedup_vs_trl_default``, ``dpo_real_token_share``,
 ``sft_padding_efficiency_packed``, ``generation_batched_speedup``, ``tutorial_seconds``,
