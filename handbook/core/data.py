@@ -23,25 +23,17 @@ def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}, line {n}: not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
-                                 f"of the line)") from None
-            if n == 1:
-                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                torn = "" if raw.endswith(b"\n") else "; the file's last line is cut short (a torn write?)"
-                raise ValueError(f"{path}, line {n}: not JSON: {exc.msg} (column {exc.colno}){torn}") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}, line {n}: not a JSON object (a JSON {type(obj).__name__})")
-            yield n, obj
+    for n, line, ended in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            torn = "" if ended else "; the file's last line is cut short (a torn write?)"
+            raise ValueError(f"{path}, line {n}: not JSON: {exc.msg} (column {exc.colno}){torn}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}, line {n}: not a JSON object (a JSON {type(obj).__name__})")
+        yield n, obj
 
 
 def read_jsonl(path) -> list[dict]:
@@ -50,8 +42,10 @@ def read_jsonl(path) -> list[dict]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
-def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of a UTF-8 text file; a byte that is not UTF-8 is an error naming file and line."""
+def _text_lines(path: Path) -> Iterator[tuple[int, str, bool]]:
+    """``(line number, text, ended)`` of a UTF-8 text file: the text without its line break and a leading
+    byte-order mark, ``ended`` whether a line break closed it (``False`` only for a last line cut short). A byte
+    that is not UTF-8 is an error naming file and line."""
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             try:
@@ -59,7 +53,7 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
             except UnicodeDecodeError as exc:
                 raise ValueError(f"{path}, line {n}: not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
                                  f"of the line)") from None
-            yield n, (text.removeprefix("\ufeff") if n == 1 else text).rstrip("\r\n")
+            yield n, (text.removeprefix("\ufeff") if n == 1 else text).rstrip("\r\n"), raw.endswith(b"\n")
 
 
 def write_jsonl(path, rows) -> None:
@@ -75,7 +69,7 @@ def read_prompts(path) -> list[str]:
     if not path.exists():
         raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
     if path.suffix != ".jsonl":
-        prompts = [line for _, line in _text_lines(path) if line.strip()]
+        prompts = [line for _, line, _ in _text_lines(path) if line.strip()]
     else:
         prompts = []
         for n, row in iter_jsonl(path):
