@@ -257,6 +257,16 @@ def test_every_shipped_recipe_parses(recipe):
         assert [PoolMemberSpec.from_spec(m, n).name for n, m in enumerate(instances[0].pool)]
 
 
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_toy_recipes_train_without_activation_checkpointing_the_paper_recipes_with_it(stage):
+    """TRL turns activation (gradient) checkpointing on by default; the toy model's activations are a few MB, so
+    its recipes turn it off (the recomputation is pure cost), while the 7B recipes keep it."""
+    toy = read_recipe(RECIPES_DIR / "toy" / stage / "config.yaml", RECIPE_TYPES[stage])[-1]
+    assert toy.activation_checkpointing is False and toy.gradient_checkpointing is False
+    full = read_recipe(RECIPES_DIR / "zephyr-7b-beta" / stage / "config_full.yaml", RECIPE_TYPES[stage])[-1]
+    assert full.activation_checkpointing is True
+
+
 # --- AIF: its arguments, the pool members, the commands -------------------------------------------------------
 AIF_BAD = [
     ({"score": "overal"}, "`score`: invalid value \"overal\" (str); allowed values: overall, fine_grained (did you mean 'overall'?)"),

@@ -10,6 +10,8 @@ import ast
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -234,6 +236,38 @@ def test_run_notebook_reports_a_failing_cell(tmp_path):
     nbformat.write(nb, path)
     with pytest.raises(PapermillExecutionError, match="wrong tier"):
         run_notebook(path, tmp_path / "out")
+
+
+def test_run_notebook_ends_the_kernel_and_what_its_cells_started(tmp_path):
+    """The tutorial kills the kernel once its last cell has finished (no graceful teardown of torch): what the
+    cells wrote is complete, and a process a cell started and left running dies with the kernel's group."""
+    from handbook.tutorial import run_notebook
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('tier = "toy"\noutput_dir = "."')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import json, subprocess\n"
+        "from pathlib import Path\n"
+        "child = subprocess.Popen(['sleep', '600'])\n"
+        "Path(output_dir, 'metrics.json').write_text(json.dumps({'child': child.pid, 'rows': list(range(1000))}))")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "98_child.ipynb"
+    nbformat.write(nb, path)
+    _, metrics = run_notebook(path, tmp_path / "out")
+    assert metrics["rows"] == list(range(1000))
+
+    def alive(pid):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state != "Z"   # a zombie has exited; only its parent's reaping is left
+
+    deadline = time.monotonic() + 10
+    while alive(metrics["child"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(metrics["child"]), "the process the notebook started outlived its kernel"
 
 
 def test_notebooks_chain(tmp_path):
