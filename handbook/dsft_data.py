@@ -9,12 +9,11 @@ writes the dialogues, resumably.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
-from .core.backends import time_limit, with_timeout
+from .core.backends import with_timeout
 from .core.configs import check_dataclass, check_time_bounds, parse_config
-from .core.runner import allow_cache_reuse, exclusive_lock, reported_errors
+from .core.runner import guarded_run, reported_errors
 from .dsft.dialogues import DialogueConfig, generate_dialogues
 from .tiers import build_backend, prompts_from
 
@@ -61,8 +60,7 @@ def run(args: DsftDataArguments, progress: bool = True):
     is bounded by ``max_total_seconds``. Calls that got no reply are never cached: the run raises
     :class:`handbook.core.runner.CallsFailed` and saves nothing; a rerun makes exactly the missing calls."""
     output = args.output_dir.rstrip("/")
-    reuse = allow_cache_reuse() if args.allow_cache_reuse else contextlib.nullcontext()
-    with exclusive_lock(f"{output}.lock", f"the output {output}"), time_limit(args.max_total_seconds), reuse:
+    with guarded_run(f"{output}.lock", f"the output {output}", args.max_total_seconds, args.allow_cache_reuse):
         return _run(args, progress)
 
 

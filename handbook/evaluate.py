@@ -21,16 +21,15 @@ plus ``results.json`` with the mean score per turn and per category.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core.backends import OpenAIBackend, Sampling, time_limit
+from .core.backends import OpenAIBackend, Sampling
 from .core.configs import ConfigError, check_time_bounds, parse_command
 from .core.data import read_jsonl, read_prompts, write_jsonl
-from .core.runner import EmptyOutput, allow_cache_reuse, exclusive_lock, reported_errors
+from .core.runner import EmptyOutput, guarded_run, reported_errors
 from .evaluation.judge_prompts import load_judge_prompts
 from .evaluation.mt_bench import aggregate, generate_answers, judge_answers, load_questions, load_reference_answers
 from .evaluation.win_rate import pairwise_win_rate
@@ -49,16 +48,10 @@ def judge_backend(base_url: str | None, model: str | None, api_key_env: str, max
     return OpenAIBackend(base_url, model, api_key_env=api_key_env, max_concurrency=max_concurrency, **extra), model
 
 
-def _guarded(output_dir: Path, max_total_seconds: float | None, allow_reuse: bool) -> contextlib.ExitStack:
-    """The output folder locked (``<output_dir>/.lock``, naming this run's pid to a second run), the run bounded by
-    ``max_total_seconds``, and cache reuse allowed if asked."""
-    stack = contextlib.ExitStack()
+def _guarded(output_dir: Path, max_total_seconds: float | None, allow_reuse: bool):
+    """The output folder (created) locked as ``<output_dir>/.lock`` for the run (:func:`handbook.core.runner.guarded_run`)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    stack.enter_context(exclusive_lock(output_dir / ".lock", f"the output folder {output_dir}"))
-    stack.enter_context(time_limit(max_total_seconds))
-    if allow_reuse:
-        stack.enter_context(allow_cache_reuse())
-    return stack
+    return guarded_run(output_dir / ".lock", f"the output folder {output_dir}", max_total_seconds, allow_reuse)
 
 
 def run_mt_bench(model: str, model_id: str, output_dir: str, questions_path=None, judge_prompts_path=None,

@@ -8,7 +8,6 @@ import statistics
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from handbook.aif.agreement import (RULE_VARIANTS, compare_rules, ground_truth_order, judge_agreement, spearman,

@@ -222,18 +222,23 @@ def test_figures_show_inline(tutorial, name):
     assert drawn and len(images) >= drawn, f"{name}: {len(images)} inline images for {drawn} figures"
 
 
+def _notebook_with(path: Path, code: str) -> Path:
+    """A notebook at ``path``: the parameters cell (``tier``, ``output_dir``), then one cell of ``code``."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('tier = "toy"\noutput_dir = "."')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
 def test_run_notebook_reports_a_failing_cell(tmp_path):
     from papermill.exceptions import PapermillExecutionError
 
     from handbook.tutorial import run_notebook
 
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('tier = "toy"\noutput_dir = "."')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("assert tier == 'small', 'wrong tier'")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "99_fails.ipynb"
-    nbformat.write(nb, path)
+    path = _notebook_with(tmp_path / "99_fails.ipynb", "assert tier == 'small', 'wrong tier'")
     with pytest.raises(PapermillExecutionError, match="wrong tier"):
         run_notebook(path, tmp_path / "out")
 
@@ -243,17 +248,12 @@ def test_run_notebook_ends_the_kernel_and_what_its_cells_started(tmp_path):
     cells wrote is complete, and a process a cell started and left running dies with the kernel's group."""
     from handbook.tutorial import run_notebook
 
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('tier = "toy"\noutput_dir = "."')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        "import json, subprocess\n"
-        "from pathlib import Path\n"
-        "child = subprocess.Popen(['sleep', '600'])\n"
-        "Path(output_dir, 'metrics.json').write_text(json.dumps({'child': child.pid, 'rows': list(range(1000))}))")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "98_child.ipynb"
-    nbformat.write(nb, path)
+    path = _notebook_with(tmp_path / "98_child.ipynb",
+                          "import json, subprocess\n"
+                          "from pathlib import Path\n"
+                          "child = subprocess.Popen(['sleep', '600'])\n"
+                          "Path(output_dir, 'metrics.json').write_text(json.dumps({'child': child.pid, "
+                          "'rows': list(range(1000))}))")
     _, metrics = run_notebook(path, tmp_path / "out")
     assert metrics["rows"] == list(range(1000))
 

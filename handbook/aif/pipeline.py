@@ -9,17 +9,16 @@ choices checked before any work); constructed directly, they check their values 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..core.backends import ChatBackend, Sampling, time_limit, with_timeout
+from ..core.backends import ChatBackend, Sampling, with_timeout
 from ..core.backends import build_backend as core_build_backend
 from ..core.configs import ConfigError, check_dataclass, check_time_bounds
-from ..core.runner import EmptyOutput, allow_cache_reuse, exclusive_lock
+from ..core.runner import EmptyOutput, guarded_run
 from .binarize import MEAN_OF_ASPECTS_RULES, RULES, binarize
 from .pool import PoolMemberSpec, build_pool, generate_pool
 from .rating import rate_pool
@@ -114,8 +113,7 @@ def run_generate(args: AIFArguments, prompts: Sequence[str],
         raise ValueError(f"rule must be one of {', '.join(RULES)}; got {args.rule!r}")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reuse = allow_cache_reuse() if args.allow_cache_reuse else contextlib.nullcontext()
-    with exclusive_lock(out / ".lock", f"the output folder {out}"), time_limit(args.max_total_seconds), reuse:
+    with guarded_run(out / ".lock", f"the output folder {out}", args.max_total_seconds, args.allow_cache_reuse):
         return _generate(args, prompts, build_backend, progress, out)
 
 

@@ -66,7 +66,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from .backends import TransportError, time_left, time_limit_message
+from .backends import TransportError, time_left, time_limit, time_limit_message
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,18 @@ def allow_cache_reuse(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _reuse_allowed = previous
+
+
+@contextlib.contextmanager
+def guarded_run(lock_path: str | os.PathLike, what: str, max_total_seconds: float | None = None,
+                allow_reuse: bool = False) -> Iterator[None]:
+    """One run of an entry point that writes an output (``dsft_data``, ``aif generate``, ``evaluate``): the output's
+    lock held (:func:`exclusive_lock` on ``lock_path``; ``what`` names the output to a second run), the run bounded
+    by ``max_total_seconds`` (:func:`handbook.core.backends.time_limit`) and, with ``allow_reuse``, a cache whose
+    identity changed reused (:func:`allow_cache_reuse`; without it, whatever reuse setting surrounds the call stands)."""
+    reuse = allow_cache_reuse() if allow_reuse else contextlib.nullcontext()
+    with exclusive_lock(lock_path, what), time_limit(max_total_seconds), reuse:
+        yield
 
 
 def _flatten(value, prefix: str = "") -> Iterator[tuple[str, Any]]:
