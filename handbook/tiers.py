@@ -449,13 +449,11 @@ def dpo_start_choice(tier: str, output_dir: str | os.PathLike) -> Choice:
     (``small``: SmolLM2-135M-Instruct, already instruction-tuned; ``full``: the paper's published dSFT model)."""
     setup = stage_setup("dpo", tier)
     previous = previous_output(output_dir, "dsft_model")
-    if tier == "toy":
-        if previous is not None:
-            return Choice(str(previous), "previous", f"dSFT model: notebook 02's, from this run ({previous})")
-        return Choice(setup.model, "recipe", "dSFT model: no model from notebook 02 in this run, so the cached toy "
-                                             "dSFT student (the toy recipe's run)")
     if previous is not None:
         return Choice(str(previous), "previous", f"dSFT model: notebook 02's, from this run ({previous})")
+    if tier == "toy":
+        return Choice(setup.model, "recipe", "dSFT model: no model from notebook 02 in this run, so the cached toy "
+                                             "dSFT student (the toy recipe's run)")
     if _has_weights(setup.model):
         return Choice(setup.model, "local", f"dSFT model: the recipe's ({setup.model})")
     if tier == "small":
