@@ -104,7 +104,7 @@ def train_ablation_models(models: dict[str, Choice], tier: str, output_dir: str 
                 num_train_epochs=epochs)
             if max_steps is None:
                 s_args.max_steps = -1  # the SFT recipe counts steps; Table 3 counts epochs
-            data = chosen_dialogues(_pairs(pairs, "default", tier, data_overrides, sizes, out, seed))
+            data = chosen_dialogues(_pairs(pairs, "default", tier, data_overrides, sizes, out, seed, paths["dsft"]))
             train_sft(m_args, d_args, s_args, datasets=(data, None))
             seen[name] = len(data)
         else:
@@ -113,7 +113,7 @@ def train_ablation_models(models: dict[str, Choice], tier: str, output_dir: str 
                 stage_setup("dpo", tier).recipe_file, [ModelArguments, DPODataArguments, DPOConfig], **sizes,
                 model_name_or_path=start, output_dir=str(out / name), seed=seed, eval_strategy="no",
                 num_train_epochs=epochs, **data_overrides)
-            train_pairs = _pairs(pairs, variant, tier, data_overrides, sizes, out, seed)
+            train_pairs = _pairs(pairs, variant, tier, data_overrides, sizes, out, seed, paths["dsft"])
             train_dpo(m_args, d_args, b_args, datasets=(train_pairs, None))
             seen[name] = len(train_pairs)
         paths[name] = str(out / name)
@@ -121,9 +121,11 @@ def train_ablation_models(models: dict[str, Choice], tier: str, output_dir: str 
     return paths, seen
 
 
-def _pairs(cache: dict, variant: str, tier: str, data_overrides: dict, sizes: dict, out: Path, seed: int):
+def _pairs(cache: dict, variant: str, tier: str, data_overrides: dict, sizes: dict, out: Path, seed: int,
+           student: str):
     """The training pairs of ``variant`` (``default``: the tier's dDPO data; ``on_policy``: the toy on-policy
-    AIF recipe's), loaded once."""
+    AIF recipe's, its pool sampling ``student`` — this run's dSFT model — where the recipe names ``toy-dsft``),
+    loaded once."""
     from trl import DPOConfig
 
     from .toy.preferences import TOY_AIF_ON_POLICY_RECIPE
@@ -139,7 +141,8 @@ def _pairs(cache: dict, variant: str, tier: str, data_overrides: dict, sizes: di
         _, d_args, b_args = read_sized_recipe(stage_setup("dpo", tier).recipe_file,
                                               [ModelArguments, DPODataArguments, DPOConfig], **sizes,
                                               output_dir=str(out), seed=seed, **overrides)
-        cache[variant], _ = dpo_datasets(d_args, b_args.output_dir, aif_recipe=aif_recipe)
+        cache[variant], _ = dpo_datasets(d_args, b_args.output_dir, aif_recipe=aif_recipe,
+                                         student=student if variant == "on_policy" else None)
     return cache[variant]
 
 

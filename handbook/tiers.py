@@ -209,15 +209,16 @@ def sft_datasets(data_args: SFTDataArguments, output_dir: str | None = None):
 
 
 def dpo_datasets(data_args: DPODataArguments, output_dir: str | None = None, hold_out: float | None = None,
-                 seed: int = 0, aif_recipe: str | None = None):
+                 seed: int = 0, aif_recipe: str | None = None, student: str | None = None):
     """``(train, eval or None)`` TRL pairs for a DPO recipe: ``dataset_name: toy`` is the toy AIF recipe's
     triples (train prompts to train, held-out prompts to evaluate; ``aif_recipe`` another toy AIF recipe than
-    the default, e.g. ``toy/aif/on_policy.yaml``), anything else a dataset to load.
+    the default, e.g. ``toy/aif/on_policy.yaml``; ``student``: the dSFT model its pool samples where it names
+    ``toy-dsft``), anything else a dataset to load.
 
     ``hold_out``: where the data has no evaluation split (``dataset_test_split: null``, e.g. notebook 03's
     triples), that share of the training pairs (at least one, given two or more) is held out to evaluate."""
     if data_args.dataset_name == "toy":
-        return toy_dpo_datasets(data_args, output_dir, **({"recipe": aif_recipe} if aif_recipe else {}))
+        return toy_dpo_datasets(data_args, output_dir, **({"recipe": aif_recipe} if aif_recipe else {}), student=student)
     if aif_recipe:
         raise ValueError(f"aif_recipe names a toy AIF recipe, but the dataset is {data_args.dataset_name!r}, not toy")
     train, evaluation = load_dpo_datasets(data_args)
@@ -567,7 +568,7 @@ def ablation_models(tier: str, output_dir: str | os.PathLike) -> dict[str, Choic
             "dsft2": Choice(None, "skip", skip.format("dSFT-2", "sft")), "dsft_ddpo": dsft_ddpo}
 
 
-def aif_arguments(tier: str, output_dir: str | os.PathLike, *, seed: int = 42, prompts_per_category: int = 60,
+def aif_arguments(tier: str, output_dir: str | os.PathLike, *, data_seed: int = 0, prompts_per_category: int = 60,
                   teacher: Choice | None = None, judge: Choice | None = None, max_new_tokens: int | None = None):
     """``(AIFArguments, notes)`` of notebook 03 at ``tier``: the pool of four models and the judge.
 
@@ -579,6 +580,10 @@ def aif_arguments(tier: str, output_dir: str | os.PathLike, *, seed: int = 42, p
     :func:`judge_choice`. Unlike the paper's pool (and the toy one) this is partly on-policy: offline there are no
     other models to sample; with a hub, the small and full dDPO recipes train on ultrafeedback_binarized's
     off-policy pairs instead. ``max_new_tokens`` caps every generated completion.
+
+    ``data_seed`` shifts every seed of the AIF data by the same amount — the prompt sample (``toy_prompt_seed``),
+    each pool member's sampling and the draw of the rejected completion (``seed``) — so that ``data_seed`` 0 is
+    the recipe's data and another value is another draw of the same design.
     """
     from .aif.pipeline import AIFArguments
 
@@ -587,7 +592,10 @@ def aif_arguments(tier: str, output_dir: str | os.PathLike, *, seed: int = 42, p
     notes = [c.note for c in (teacher, judge) if c.note]
     if tier == "toy":
         (args,) = read_recipe(stage_setup("aif", "toy").recipe_file, [AIFArguments], output_dir=str(output_dir),
-                              toy_prompts_per_category=prompts_per_category, seed=seed)
+                              toy_prompts_per_category=prompts_per_category)
+        args.toy_prompt_seed += data_seed
+        args.seed += data_seed
+        args.pool = [dict(m, seed=m.get("seed", 0) + data_seed) for m in args.pool]
         notes.append("AIF pool: off-policy, as in the paper: four responders other than the student (notebook 02's "
                      "model is not needed here; recipes/toy/aif/on_policy.yaml samples the student instead)")
         if judge.source != "toy":
@@ -603,15 +611,49 @@ def aif_arguments(tier: str, output_dir: str | os.PathLike, *, seed: int = 42, p
     tokens = max_new_tokens or 256
     local = lambda name: {"type": "transformers", "model_name_or_path": name, "batch_size": 16}  # noqa: E731
     pool = [
-        {"name": "dsft-t1.0", "backend": local(dsft.value), "temperature": 1.0, "max_new_tokens": tokens, "seed": 0},
-        {"name": "dsft-t0.7", "backend": local(dsft.value), "temperature": 0.7, "max_new_tokens": tokens, "seed": 1},
+        {"name": "dsft-t1.0", "backend": local(dsft.value), "temperature": 1.0, "max_new_tokens": tokens,
+         "seed": 0 + data_seed},
+        {"name": "dsft-t0.7", "backend": local(dsft.value), "temperature": 0.7, "max_new_tokens": tokens,
+         "seed": 1 + data_seed},
         {"name": "base" if tier == "full" else "smollm2-instruct", "backend": local(base), "temperature": 1.0,
-         "max_new_tokens": tokens, "seed": 2},
-        {"name": "teacher", "backend": teacher.value, "temperature": 1.0, "max_new_tokens": tokens, "seed": 3},
+         "max_new_tokens": tokens, "seed": 2 + data_seed},
+        {"name": "teacher", "backend": teacher.value, "temperature": 1.0, "max_new_tokens": tokens,
+         "seed": 3 + data_seed},
     ]
     args = AIFArguments(output_dir=str(output_dir), prompts="toy", toy_prompts_per_category=prompts_per_category,
-                        pool=pool, judge=judge.value, seed=seed, batch_size=16)
+                        pool=pool, judge=judge.value, batch_size=16)
+    args.toy_prompt_seed += data_seed
+    args.seed += data_seed
     return args, notes
+
+
+# The small tier's recipes are sized for one GPU: a dSFT step is 32 rows of 1,024 tokens of SmolLM2-135M. On a CPU
+# that is slow beyond patience — measured on 2 cores (2026-12-04): 8 such rows took 5.5 minutes, so one step ~22
+# minutes, notebook 06's 30 timed steps 11 hours and the seven notebooks more than a day. On a machine without CUDA
+# a small-tier notebook therefore runs the recipe's own schedule (epochs, learning rate, warm-up, logging,
+# evaluation, β) on these sizes wherever its size parameter is left at None, and says so in one line; a parameter
+# given explicitly is kept. About 1.5 hours on 2 cores for all seven notebooks (README, "Three tiers").
+SMALL_TIER_CPU_SIZES = {"max_samples": 64, "batch_size": 2, "max_length": 256, "max_new_tokens": 64}
+
+
+def size_choice(tier: str, **sizes) -> Choice:
+    """A notebook's size parameters (``max_samples``, ``batch_size``, ``max_length``; notebook 03's pool reply budget
+    ``max_new_tokens``) with ``None`` resolved for ``tier``: ``None`` stays ``None`` (the recipe's size) at ``toy``,
+    ``full`` and ``small`` on a GPU; at ``small`` without CUDA it becomes :data:`SMALL_TIER_CPU_SIZES`' value."""
+    import torch
+
+    get_tier(tier)
+    unknown = set(sizes) - set(SMALL_TIER_CPU_SIZES)
+    if unknown:
+        raise ValueError(f"size_choice: unknown size parameter(s) {sorted(unknown)}; known: {sorted(SMALL_TIER_CPU_SIZES)}")
+    if tier != "small" or torch.cuda.is_available():
+        return Choice(dict(sizes), "recipe")
+    filled = {k: SMALL_TIER_CPU_SIZES[k] if v is None else v for k, v in sizes.items()}
+    changed = {k: v for k, v in filled.items() if sizes[k] is None}
+    if not changed:
+        return Choice(filled, "given")
+    return Choice(filled, "cpu", f"small tier without a GPU: the recipe's schedule on CPU sizes {changed} (the small "
+                                 f"recipes are sized for one GPU; give these parameters to override)")
 
 
 def read_sized_recipe(recipe, dataclass_types, *, max_steps: int | None = None, max_length: int | None = None,

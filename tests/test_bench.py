@@ -197,3 +197,62 @@ def test_medium_size_is_configurable_from_the_command_line(tmp_path, load_bench)
                                           "num_attention_heads=4,num_key_value_heads=2"])
     result = json.loads(out.read_text())
     assert result["sizes"]["medium"]["parameters"] < 500_000  # the small override, not the 20 M default
+
+
+def test_make_builds_the_llama_cpp_server_portably():
+    """`make install-dev` builds llama-cpp-python from source for a baseline ISA (no native build, no AVX-512, no AMX:
+    an AMX build died in the server's worker thread) into a wheel of its own, bypassing pip's wheel cache, and
+    installs exactly that wheel."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    plan = subprocess.run(["make", "-n", "install-dev", "VENV=/nonexistent/venv", "HANDBOOK_CACHE=/nonexistent/cache"],
+                          cwd=repo, text=True, stdout=subprocess.PIPE, check=True).stdout
+    for flag in ("-DGGML_NATIVE=OFF", "-DGGML_AVX512=OFF", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF",
+                 "-DGGML_AMX_BF16=OFF", "--no-binary llama-cpp-python", "--no-cache-dir"):
+        assert flag in plan, flag
+    assert plan.count("--only-binary llama-cpp-python --find-links /nonexistent/cache/wheels/llama-cpp-python-") >= 1
+    assert "--force-reinstall" in plan  # a native build already in the venv is replaced
+
+
+def test_claims_bench_fingerprints_code_not_prose_and_writes_the_readme_tables(tmp_path, load_bench, monkeypatch):
+    import shutil
+
+    bench = load_bench("bench_claims")
+    root = tmp_path / "repo"
+    shutil.copytree(bench.ROOT / "handbook", root / "handbook", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(bench.ROOT / "notebooks", root / "notebooks")
+    monkeypatch.setattr(bench, "ROOT", root)
+    before = bench.fingerprint()
+    nb_path = root / "notebooks" / "04_ddpo.ipynb"
+    nb = json.loads(nb_path.read_text())
+    prose = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
+    prose["source"].append("\nMore prose.")
+    nb_path.write_text(json.dumps(nb))
+    assert bench.fingerprint() == before            # prose changes no result
+    module = root / "handbook" / "toy" / "claims.py"
+    source = module.read_text()
+    module.write_text(source.replace('"""What the toy notebooks claim', '"""What the toy notebooks (documented) claim', 1)
+                      .replace("SPREAD_K = 4.0", "SPREAD_K = 4.0  # a comment"))
+    assert bench.fingerprint() == before            # nor do docstrings and comments
+    module.write_text(source)
+    code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    code["source"].append("\nbetas = [0.1]")
+    nb_path.write_text(json.dumps(nb))
+    assert bench.fingerprint() != before            # code does
+    assert bench.capability("default") == "DEFAULT"
+
+    from handbook.toy import claims
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- claims-table:begin (bench/bench_claims.py writes this) -->\nold\n"
+                      "<!-- claims-table:end -->\nmiddle\n<!-- reported-table:begin (bench/bench_claims.py writes this) -->"
+                      "\n<!-- reported-table:end -->\nend\n")
+    stats = claims.describe([0.8, 0.9, 1.0, 1.1, 1.2])
+    measured = {"claims": {c.key: stats for c in claims.CLAIMS}, "reported": {r.key: stats for r in claims.REPORTED}}
+    bench.write_readme_tables(measured, readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and "middle" in text and text.endswith("end\n") and "\nold\n" not in text
+    assert claims.markdown_table(measured) in text and claims.reported_table(measured) in text
+    assert "| 04 | dSFT + dDPO scores above dSFT" in text

@@ -8,6 +8,7 @@ expectations of their own. A new notebook without expectations fails the suite.
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from handbook.toy import claims
 from handbook.tutorial import discover_notebooks
 
 NOTEBOOKS = discover_notebooks()
@@ -45,11 +47,8 @@ def expect_01(m):
 
 def expect_02(m):
     assert m["tier"] == "toy"
-    assert m["base_mean_score"] <= 2
-    assert m["dsft_mean_score"] >= m["base_mean_score"] + 4  # dSFT lifts the student by a clear margin
-    assert m["dsft_correct"] >= 0.8
-    assert m["dsft_followed"] < 0.8  # ... but copies the teacher's habit of ignoring constraints
-    assert m["final_train_loss"] < 1.0 and m["final_eval_loss"] < 1.0
+    claims.check("02_dsft_training", m)  # dSFT >> base, competent, not intent-aligned: thresholds from the spread
+    assert m["final_eval_loss"] < 1.0
     assert 0.1 < m["trained_token_share"] < 0.6
     # chained: notebook 01's dialogues of this run, which with its defaults are the toy recipe's data, so the run is
     # recognised as the cached toy student's (the digest of the rows, not the parameters, decides)
@@ -59,12 +58,11 @@ def expect_02(m):
 def expect_03(m):
     assert m["tier"] == "toy"
     assert m["completions"] == 4 * m["prompts"] and m["prompts"] >= 400
-    assert m["chosen_better_on_ground_truth"] > 0.75  # a clear majority of pairs is right on the ground truth
+    claims.check("03_aif_preferences", m)  # chosen right on the ground truth, a good but imperfect judge
     assert m["pairs_zephyr"] <= m["prompts"] and m["pairs_argilla"] <= m["prompts"]
     assert m["pairs_argilla"] == m["pairs_zephyr_fine_grained"]  # Argilla's rule: the paper's, on the aspects' mean
     assert m["pairs_argilla_strict"] < m["pairs_argilla"]  # the toy judge ties at the top often
     assert m["pairs_best_vs_worst"] == m["pairs_zephyr"]  # both drop only all-equal prompts
-    assert 0.8 < m["judge_exact_agreement"] < 1.0 and m["judge_spearman"] > 0.8  # good, not perfect
     assert m["saved_rule"] == "zephyr" and m["saved_pairs"] == m["pairs_zephyr"]  # the recipe's rule by default
     overall, fine = m["margin_overall_by_rule"], m["margin_fine_grained_by_rule"]  # every rule on both scales
     assert set(overall) == set(fine) == {"zephyr", "zephyr (fine_grained)", "argilla", "argilla_strict", "best_vs_worst"}
@@ -84,10 +82,8 @@ def expect_04(m):
     log_ratios = [r["chosen"] / float(b) for b, r in rewards.items()]  # reward / β: the same policy, the same ratio
     assert max(log_ratios) - min(log_ratios) < 1e-4 * max(1.0, abs(log_ratios[0]))
     assert set(m["beta_sweep_margin_over_beta"]) == {"0.01", "0.1", "0.5"}
-    assert m["eval_rewards_accuracy"] >= 0.75 and m["eval_rewards_margins"] > 0
-    assert m["train_rewards_accuracy"] >= m["eval_rewards_accuracy"]  # over-fitting shows as a gap
-    assert m["ddpo_mean_score"] > m["dsft_mean_score"]  # the paper's central claim, in miniature
-    assert m["ddpo_followed"] > m["dsft_followed"]  # ... from following the user's intent
+    assert m["eval_rewards_margins"] > 0
+    claims.check("04_ddpo", m)  # dDPO > dSFT by following intent, reward accuracy, over-fitting gap, β moves the policy
     assert set(m["beta_sweep"]) == {"0.01", "0.1", "0.5"}
 
 
@@ -96,18 +92,17 @@ def expect_05(m):
     assert m["epochs"] == 1  # Table 3: one epoch per row
     s = m["mt_bench"]
     assert set(s) == {"base", "dsft", "dsft2", "ddpo_without_dsft", "dsft_ddpo"}  # all four rows of Table 3, + base
-    assert s["dsft_ddpo"] > s["dsft"] > s["base"]  # the orders the toy world reproduces
-    assert s["dsft_ddpo"] > s["ddpo_without_dsft"] and s["dsft"] > s["ddpo_without_dsft"]
+    claims.check("05_evaluation", m)  # the orders the toy world reproduces, by the measured margins
     # every paper ordering is reported as measured, whichever way it comes out
     assert m["paper_orders"] == {"dSFT + dDPO > dSFT-1": s["dsft_ddpo"] > s["dsft"],
                                  "dSFT-1 > dSFT-2": s["dsft"] > s["dsft2"],
                                  "dSFT + dDPO > dSFT-2": s["dsft_ddpo"] > s["dsft2"],
                                  "dSFT-1 > dDPO w/o dSFT": s["dsft"] > s["ddpo_without_dsft"]}
     gain = m["ddpo_gain"]  # off-policy pool (the paper's, the default) and the student in the pool
-    assert set(gain) == {"off_policy", "on_policy"} and gain["off_policy"] > 0 and gain["on_policy"] > 0
+    assert set(gain) == {"off_policy", "on_policy"}
     assert gain["on_policy"] == round(m["mt_bench_on_policy"] - s["dsft"], 3)
     assert set(m["win_rate_vs_teacher"]) >= {"dsft", "dsft2", "dsft_ddpo", "dsft_ddpo_on_policy", "notebook_04"}
-    assert m["win_rate_dsft_ddpo_vs_dsft"] > 50 and m["win_rate_dsft_ddpo_vs_dsft_se"] > 0
+    assert m["win_rate_dsft_ddpo_vs_dsft_se"] > 0
     assert m["failed_judgments"] == 0
 
 
@@ -148,6 +143,48 @@ def tutorial(tmp_path_factory):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "total" in proc.stdout and str(run_dir) in proc.stdout  # the printed summary
     return run_dir, summary
+
+
+def second_kernel() -> str:
+    """A CPU kernel capability this machine runs that is not its default: ``avx2`` under an AVX-512 CPU, else
+    ``default`` (PyTorch's scalar kernels). Another capability means other floating-point reduction orders, as
+    another machine's CPU would give."""
+    import torch
+
+    return "avx2" if torch.backends.cpu.get_cpu_capability() == "AVX512" else "default"
+
+
+CLAIM_NOTEBOOKS = ["02_dsft_training", "03_aif_preferences", "04_ddpo", "05_evaluation"]
+
+
+@pytest.fixture(scope="session")
+def tutorial_elsewhere(tmp_path_factory):
+    """Notebooks 01-05 once more, as on another machine with another seed: under a second CPU kernel capability
+    (``ATEN_CPU_CAPABILITY``), training seed 1 and data seed 1 — the student is trained here, not reused. Each
+    notebook asserts its claims at the measured thresholds itself; returns (run directory, summary)."""
+    runs = tmp_path_factory.mktemp("runs-elsewhere")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": second_kernel()}
+    proc = subprocess.run([sys.executable, "-m", "handbook.tutorial", "--runs-dir", str(runs), "--only",
+                           "01", "02", "03", "04", "05", "-p", "seed=1", "-p", "data_seed=1"],
+                          capture_output=True, text=True, timeout=1800, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("name", CLAIM_NOTEBOOKS)
+def test_claims_hold_under_another_kernel_and_seed(tutorial_elsewhere, name):
+    _, summary = tutorial_elsewhere
+    m = summary["notebooks"][name]["metrics"]
+    if "cpu_kernel" in m:  # the notebooks that train say which kernels they ran on
+        assert m["cpu_kernel"].lower() == second_kernel()
+    claims.check(name, m)
+    if name == "02_dsft_training":
+        assert m["reused_cached_student"] is False  # trained under that kernel, from data seed 1's dialogues
+
+
+def test_every_claim_notebook_is_checked_elsewhere():
+    assert set(CLAIM_NOTEBOOKS) == set(claims.NOTEBOOKS)
 
 
 def _code_cells(path):

@@ -152,3 +152,44 @@ def test_06_times_the_small_recipe(small_run):
     m = _metrics(small_run, "06_scale_up")
     assert m["small_sft_tokens_per_second"] > 0
     assert _weights(small_run[0] / "06_scale_up" / "sft")
+
+
+# --- the small tier with the recipes' own logging, evaluation and step counting ----------------------------------
+# The smoke run above caps max_steps, and a capped run logs every step (read_sized_recipe): it never met the
+# recipes' `logging_steps: 10` and `eval_strategy: epoch` with an epoch of fewer than 10 steps — which is what the
+# small tier's defaults give offline (a few hundred toy dialogues packed into 1,024-token rows), where notebook 02
+# failed reading its training loss (`KeyError: 'loss'`). Here only the data and batch sizes shrink: no max_steps.
+SMALL_DEFAULT_SCHEDULE = {"tier": "small", "max_samples": 8, "batch_size": 2, "max_length": 256,
+                          "prompts_per_category": 1, "eval_prompts_per_category": 1, "max_new_tokens": 16,
+                          "betas": [0.1]}
+
+
+@pytest.fixture(scope="module")
+def small_schedule_run(tmp_path_factory):
+    """Notebooks 02-04 at the small tier, 02 alone (so its data has an evaluation split, evaluated per epoch as the
+    recipe says), with the recipes' logging and evaluation settings; returns (run directory, summary)."""
+    runs = tmp_path_factory.mktemp("small-schedule-runs")
+    args = [sys.executable, "-m", "handbook.tutorial", "--runs-dir", str(runs), "--only", "02", "03", "04"]
+    for key, value in SMALL_DEFAULT_SCHEDULE.items():
+        args += ["-p", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
+
+
+def test_small_tier_runs_with_the_recipes_logging_and_evaluation_settings(small_schedule_run):
+    from handbook.core.configs import load_yaml, recipe_path
+
+    run_dir, summary = small_schedule_run
+    sft_recipe = load_yaml(recipe_path("smollm2-135m/sft/config.yaml"))
+    m02 = summary["notebooks"]["02_dsft_training"]["metrics"]
+    assert m02["max_steps"] == -1                          # the recipe counts epochs: no step cap was applied
+    log = json.loads((run_dir / "02_dsft_training" / "model" / "log_history.json").read_text())
+    steps = max(e["step"] for e in log)
+    assert steps < sft_recipe["logging_steps"]             # the epoch is shorter than the logging interval ...
+    assert [e["step"] for e in log if "loss" in e] == [steps] and m02["final_train_loss"] > 0  # ... still logged
+    assert "final_eval_loss" in m02 and any("eval_loss" in e for e in log)   # evaluated per epoch, as the recipe says
+    m04 = summary["notebooks"]["04_ddpo"]["metrics"]
+    assert m04["max_steps"] == -1 and 0 <= m04["eval_rewards_accuracy"] <= 1
+    assert set(m04["beta_sweep"]) == {"0.1"}

@@ -174,3 +174,20 @@ def test_notebook_02_reuses_the_cached_student_only_for_the_same_run(tmp_path):
                      dict(model_name_or_path="toy-dsft")):
         other = read_recipe(RECIPE, types, output_dir=str(tmp_path / "b"), **override)
         assert cached_student_for(*other) is None, override
+
+
+def test_a_run_shorter_than_logging_steps_still_logs_its_final_loss(tmp_path, small_dialogues):
+    """transformers logs every `logging_steps` and not at the last step: a 3-step run with `logging_steps: 10` (the
+    small tier's recipes on a few offline dialogues) logged no training loss, and notebook 02 failed reading it
+    (`KeyError: 'loss'`). Every handbook run now logs its last step's loss."""
+    model_args, data_args, training_args = read_recipe(TOY_RECIPE, TYPES, output_dir=str(tmp_path / "out"),
+                                                       max_steps=3, eval_strategy="no", logging_steps=10)
+    model_args.model_name_or_path = "toy"
+    from handbook.tiers import resolve_model_args
+
+    resolve_model_args(model_args)
+    trainer = train(model_args, data_args, training_args, datasets=(small_dialogues, None))
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    assert [e["step"] for e in logged] == [3] and logged[0]["loss"] > 0
+    saved = json.loads((tmp_path / "out" / "log_history.json").read_text())
+    assert [e["step"] for e in saved if "loss" in e] == [3]

@@ -222,3 +222,22 @@ def test_throughput_setup(offline, run):
     assert recipe == stage_setup("sft", "toy").recipe_file and "toy_data_dir" in overrides
     recipe, overrides, note = throughput_setup("small", run / "06")
     assert recipe == stage_setup("sft", "small").recipe_file and overrides["dataset_name"] == "toy" and note
+
+
+def test_size_choice_gives_the_small_tier_cpu_sizes_only_where_a_parameter_is_left_at_none(monkeypatch):
+    import torch
+
+    from handbook.tiers import SMALL_TIER_CPU_SIZES, size_choice
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for tier in ("toy", "full"):   # the recipes' sizes: None stays None
+        assert size_choice(tier, max_samples=None, batch_size=None).value == {"max_samples": None, "batch_size": None}
+    cpu = size_choice("small", max_samples=None, batch_size=8, max_length=None)
+    assert cpu.value == {"max_samples": SMALL_TIER_CPU_SIZES["max_samples"], "batch_size": 8,
+                         "max_length": SMALL_TIER_CPU_SIZES["max_length"]}   # the given batch size is kept
+    assert cpu.source == "cpu" and "small tier without a GPU" in cpu.note and "batch_size" not in cpu.note
+    assert size_choice("small", max_samples=3).source == "given"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # one GPU: the recipe's sizes
+    assert size_choice("small", max_samples=None).value == {"max_samples": None}
+    with pytest.raises(ValueError, match=r"unknown size parameter\(s\) \['max_stepz'\]"):
+        size_choice("small", max_stepz=None)

@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 
 from ..aif.binarize import validate_triples
+from ..core.callbacks import with_handbook_callbacks
 from ..core.data import (check_test_split_size, disable_eval_without_dataset, last_checkpoint, load_splits,
                          save_training_outputs)
 from ..core.models import ModelArguments
@@ -170,7 +171,7 @@ def train(model_args: ModelArguments, data_args: DPODataArguments, training_args
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=callbacks,
+        callbacks=with_handbook_callbacks(callbacks),  # the final step's loss is always logged
         pack_rows=data_args.pack_rows,  # padding-free rows (handbook.ddpo.packing)
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args))

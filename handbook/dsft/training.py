@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from ..core.callbacks import with_handbook_callbacks
 from ..core.data import (check_test_split_size, disable_eval_without_dataset, last_checkpoint, load_splits,
                          save_training_outputs)
 from ..core.models import ModelArguments
@@ -143,7 +144,7 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=callbacks,
+        callbacks=with_handbook_callbacks(callbacks),  # the final step's loss is always logged
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args))
     save_training_outputs(trainer, tokenizer, result, training_args.output_dir)

@@ -6,9 +6,19 @@
         backend = OpenAIBackend(base_url, model, api_key_env=None)
 
 The server runs as a child process (``python -m llama_cpp.server``) on a free loopback port, its
-output goes to a log file, and the context manager waits until ``/v1/models`` answers; leaving the
-block terminates it (and kills it if it does not stop). The test suite's ``llama_server`` fixture
-and ``bench/bench_generation.py`` both use it.
+output goes to a log file, and the context manager waits until ``/v1/models`` answers and then until one
+chat completion comes back (the server computes completions in a worker thread, not the thread that
+loads the model: a build that only fails there is caught here, with the server's log, before anything
+uses it). What it yields unpacks as ``(base_url, alias)`` and also knows the process: ``server.check()``
+raises with the exit status and the log's tail once the server has died. Leaving the block terminates it
+(and kills it if it does not stop). The test suite's ``llama_server`` fixture and
+``bench/bench_generation.py`` both use it.
+
+The server must come from a portable build of llama.cpp (``make install-dev``: no AVX-512, no AMX; see the
+Makefile): llama-cpp-python 0.3.36 built natively on a CPU with AMX dies with a general protection fault in
+``libggml-cpu.so`` on its first completion, run in a worker thread (ggml requests AMX tile state from the
+model-loading thread only; ggml-org/llama.cpp PR 26954). :func:`build_features` reads what a build was
+compiled with.
 
 Note: ``llama_cpp.server`` holds one model context and answers one request at a time (a global
 lock around each completion); it has no parallel slots or continuous batching, so concurrent
@@ -18,7 +28,9 @@ requests queue. Upstream llama.cpp's ``llama-server`` binary (``--parallel N``) 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +38,7 @@ import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 
@@ -56,6 +69,50 @@ def unavailable_reason(model_path: str | None = None) -> str | None:
     return None
 
 
+def build_features() -> dict[str, bool]:
+    """The CPU features the installed llama.cpp was compiled with, as its own system info reports them
+    (``{"AVX2": True, "AVX512": False, ...}``; a feature it does not list was not compiled in)."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info()
+    info = info.decode() if isinstance(info, bytes) else str(info)
+    return {k.strip(): v.strip() == "1" for part in info.replace("CPU :", "|").split("|") if "=" in part
+            for k, v in [part.split("=", 1)]}
+
+
+def _exit_status(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class ServerDied(RuntimeError):
+    """The llama.cpp server process is gone (its exit status and the tail of its log are in the message)."""
+
+
+@dataclass(frozen=True)
+class LlamaServer:
+    """A running server: unpacks as ``(base_url, alias)``; ``check()`` raises :class:`ServerDied` once it has
+    died."""
+
+    base_url: str
+    alias: str
+    process: subprocess.Popen
+    log_path: str
+
+    def check(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise ServerDied(f"the llama.cpp server {_exit_status(code)}; the last lines of its log "
+                             f"{self.log_path}:\n{_log_tail(self.log_path)}")
+
+    def __iter__(self):   # `base_url, model = server`
+        return iter((self.base_url, self.alias))
+
+
 def _log_tail(path: str, lines: int = 15) -> str:
     try:
         with open(path, errors="replace") as f:
@@ -81,7 +138,8 @@ def llama_cpp_server(
     ``model_path`` defaults to the SmolLM2 GGUF (:func:`default_gguf_path`); ``alias`` is the model
     name clients ask for; ``extra_args`` are passed on to the server (e.g. ``["--n_batch", "256"]``).
     The server's output goes to ``<log_dir or $TMPDIR>/llama-server-<port>.log``, which a start
-    failure names (with its last lines).
+    failure names (with its last lines). The block starts only after the server has answered one chat completion
+    (greedy, 2 tokens); a server that dies on it raises :class:`ServerDied` with its exit status and log.
     """
     reason = unavailable_reason(model_path)
     if reason:
@@ -110,7 +168,9 @@ def llama_cpp_server(
                             f"llama.cpp server did not start ({why}); see its log {log_path}:\n{_log_tail(log_path)}"
                         ) from None
                     time.sleep(0.25)
-            yield base_url, alias
+            server = LlamaServer(base_url, alias, proc, log_path)
+            _first_completion(server, deadline - time.monotonic())
+            yield server
         finally:
             if proc.poll() is None:
                 proc.terminate()
@@ -119,3 +179,22 @@ def llama_cpp_server(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def _first_completion(server: LlamaServer, timeout: float) -> None:
+    """One chat completion, as every client will ask for them; the server's death or silence is an error naming
+    its exit status and log."""
+    body = json.dumps({"model": server.alias, "messages": [{"role": "user", "content": "Say hi."}],
+                       "max_tokens": 2, "temperature": 0.0}).encode()
+    request = urllib.request.Request(server.base_url + "/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=max(timeout, 5.0)) as response:
+            reply = json.load(response)
+        if not reply.get("choices"):
+            raise ValueError(f"no choices in {reply!r:.200}")
+    except Exception as exc:  # noqa: BLE001 - a dead server shows as a reset or refused connection
+        time.sleep(0.5)   # let a crashing process finish dying, so its exit status is known
+        server.check()
+        raise RuntimeError(f"the llama.cpp server answered /v1/models but not a chat completion ({exc}); see its "
+                           f"log {server.log_path}:\n{_log_tail(server.log_path)}") from None

@@ -9,6 +9,15 @@ from typing import Sequence
 from . import world
 
 
+EVAL_SEED = 0   # the held-out evaluation set is drawn with this seed whatever the run's seed: a benchmark is fixed
+
+
+def heldout_prompts(per_category: int = 12) -> list[world.Prompt]:
+    """The held-out evaluation set of notebooks 02 and 04: ``per_category`` held-out prompts of each category,
+    the same set for every training and data seed (so that two runs differ by their models, not their questions)."""
+    return world.sample_prompts(per_category, "heldout", EVAL_SEED)
+
+
 def rubric_eval(model, tokenizer, prompts: Sequence[world.Prompt], max_new_tokens: int = 32,
                 batch_size: int = 128) -> list[dict]:
     """Greedy replies to ``prompts`` and their rubric verdicts, one dict per prompt."""
