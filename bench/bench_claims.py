@@ -150,12 +150,15 @@ README = ROOT / "README.md"
 
 
 def write_readme_tables(measured: dict, readme: Path = README) -> None:
-    """Replace the README's generated claims and reported-values tables (between their markers) by ``measured``'s."""
+    """Replace the README's generated blocks (between their markers) by ``measured``'s: the claims and reported-values
+    tables and the toy results of notebooks 03, 04 and 05 (:func:`handbook.toy.claims.readme_results`)."""
     from handbook.toy import claims
 
     text = readme.read_text(encoding="utf-8")
-    for name, table in (("claims", claims.markdown_table(measured)), ("reported", claims.reported_table(measured))):
-        begin, end = f"<!-- {name}-table:begin (bench/bench_claims.py writes this) -->", f"<!-- {name}-table:end -->"
+    blocks = {"claims-table": claims.markdown_table(measured), "reported-table": claims.reported_table(measured),
+              **claims.readme_results(measured)}
+    for name, table in blocks.items():
+        begin, end = f"<!-- {name}:begin (bench/bench_claims.py writes this) -->", f"<!-- {name}:end -->"
         if begin not in text or end not in text:
             raise ValueError(f"{readme}: no {begin} ... {end} block to write the {name} table into")
         head, rest = text.split(begin, 1)

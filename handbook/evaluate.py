@@ -31,7 +31,7 @@ from .core.configs import ConfigError, check_time_bounds, parse_command
 from .core.data import read_jsonl, read_prompts, write_jsonl
 from .core.runner import EmptyOutput, guarded_run, reported_errors
 from .evaluation.judge_prompts import load_judge_prompts
-from .evaluation.mt_bench import aggregate, generate_answers, judge_answers, load_questions, load_reference_answers
+from .evaluation.mt_bench import aggregate, generate_answers, judge_answers, load_questions, reference_answers_for
 from .evaluation.win_rate import pairwise_win_rate
 from .tiers import model_backend
 from .toy import world
@@ -75,7 +75,8 @@ def run_mt_bench(model: str, model_id: str, output_dir: str, questions_path=None
 def _mt_bench(model, model_id, out: Path, questions_path, judge_prompts_path, reference_answers_path, judge_base_url,
               judge_model, api_key_env, max_new_tokens, max_concurrency, progress, timeout) -> dict:
     questions = load_questions(questions_path) if questions_path else toy_questions()
-    references = load_reference_answers(reference_answers_path) if reference_answers_path else None
+    # FastChat's rule: math/reasoning/coding against GPT-4's reference answers, refused before any work without them
+    references = reference_answers_for(questions, questions_path, reference_answers_path)
     judge, judge_name = judge_backend(judge_base_url, judge_model, api_key_env, max_concurrency, timeout)
     answers = generate_answers(questions, model_backend(model), model_id, max_new_tokens,
                                cache_path=out / "cache" / f"answers-{model_id}.jsonl", progress=progress)

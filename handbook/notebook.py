@@ -20,6 +20,26 @@ def prepare_output_dir(output_dir: str | Path) -> Path:
     return path
 
 
+def quiet_libraries() -> None:
+    """Keep a notebook's output to what it teaches: no per-``map`` progress bars from ``datasets`` (a notebook
+    that tokenizes a dozen small datasets shows a dozen bars, saved at 0 % by papermill), no weight-loading bars
+    and info logs from ``transformers``, and no library deprecation warnings. Errors still show, and the handbook's
+    own long steps (generation, ratings, MT-Bench) keep their progress bars."""
+    import logging
+    import warnings
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    for name in ("transformers", "trl", "datasets", "accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(transformers|trl|datasets|accelerate|peft|torch)\.")
+
+
 def record_metrics(output_dir: str | Path, **metrics) -> dict:
     """Merge ``metrics`` into ``output_dir/metrics.json`` and return the whole record.
 

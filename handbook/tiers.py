@@ -195,7 +195,7 @@ def model_args_for(tier: str, **overrides) -> ModelArguments:
     * ``full``: Mistral-7B-v0.1 in bf16 with FlashAttention-2, as in the paper.
     """
     defaults = {"toy": dict(dtype="float32"), "small": dict(dtype="auto"),
-                "full": dict(dtype="bfloat16", attn_implementation="flash_attention_2", chat_template="zephyr")}
+                "full": dict(dtype="bfloat16", attn_implementation="flash_attention_2", chat_template="zephyr_upstream")}
     get_tier(tier)
     return stage_setup("sft", tier).model_args(**{**defaults[tier], **overrides})
 
@@ -632,7 +632,8 @@ def aif_arguments(tier: str, output_dir: str | os.PathLike, *, data_seed: int = 
 # minutes, notebook 06's 30 timed steps 11 hours and the seven notebooks more than a day. On a machine without CUDA
 # a small-tier notebook therefore runs the recipe's own schedule (epochs, learning rate, warm-up, logging,
 # evaluation, β) on these sizes wherever its size parameter is left at None, and says so in one line; a parameter
-# given explicitly is kept. About 1.5 hours on 2 cores for all seven notebooks (README, "Three tiers").
+# given explicitly is kept. All seven notebooks at these sizes: 55 minutes and 7.1 GiB peak memory on 2 cores
+# (measured 2026-12-04, README, "Three tiers").
 SMALL_TIER_CPU_SIZES = {"max_samples": 64, "batch_size": 2, "max_length": 256, "max_new_tokens": 64}
 
 
@@ -654,6 +655,36 @@ def size_choice(tier: str, **sizes) -> Choice:
         return Choice(filled, "given")
     return Choice(filled, "cpu", f"small tier without a GPU: the recipe's schedule on CPU sizes {changed} (the small "
                                  f"recipes are sized for one GPU; give these parameters to override)")
+
+
+# MT-Bench answers: FastChat's answer budget (fastchat/llm_judge/gen_model_answer.py, --max-new-token, default 1024)
+# at full, and at small on a GPU, so that scores compare with FastChat's; the toy world's answers are a few words.
+FASTCHAT_MAX_NEW_TOKENS = 1024
+TOY_ANSWER_TOKENS = 48
+
+
+def answer_budget_choice(tier: str, max_new_tokens: int | None = None) -> Choice:
+    """Notebook 05's answer budget (MT-Bench turns and win-rate answers): ``max_new_tokens`` when given; else
+    FastChat's 1,024 (:data:`FASTCHAT_MAX_NEW_TOKENS`) at ``full`` and at ``small`` on a GPU, and
+    :data:`TOY_ANSWER_TOKENS` at ``toy`` and at ``small`` without CUDA (1,024 tokens × 160 turns × six models on 2
+    CPU cores would take hours; the toy questions need a sentence)."""
+    import torch
+
+    get_tier(tier)
+    if max_new_tokens is not None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        note = ("" if tier == "toy" or max_new_tokens == FASTCHAT_MAX_NEW_TOKENS else
+                f"answers up to {max_new_tokens} new tokens (FastChat answers MT-Bench with up to "
+                f"{FASTCHAT_MAX_NEW_TOKENS}: scores at another budget do not compare with FastChat's)")
+        return Choice(max_new_tokens, "given", note)
+    if tier == "toy":
+        return Choice(TOY_ANSWER_TOKENS, "toy")
+    if tier == "small" and not torch.cuda.is_available():
+        return Choice(TOY_ANSWER_TOKENS, "cpu", f"small tier without a GPU: answers up to {TOY_ANSWER_TOKENS} new "
+                                                f"tokens (FastChat's {FASTCHAT_MAX_NEW_TOKENS} on a GPU)")
+    return Choice(FASTCHAT_MAX_NEW_TOKENS, "fastchat",
+                  f"answers up to {FASTCHAT_MAX_NEW_TOKENS} new tokens, as FastChat's gen_model_answer.py")
 
 
 def read_sized_recipe(recipe, dataclass_types, *, max_steps: int | None = None, max_length: int | None = None,

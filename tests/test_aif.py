@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 import yaml
@@ -165,6 +166,27 @@ def test_rules_on_ties_equal_scores_single_and_failed_completions():
     b, br = binarize(rows, "best_vs_worst")
     assert [(t["prompt"], t["model_rejected"]) for t in b] == [("tie at the top", "c"), ("clear", "c")]
     assert "dropped" in str(br)
+
+
+def test_h4_rule_on_cases_from_the_ultrafeedback_binarized_card():
+    """HuggingFaceH4/ultrafeedback_binarized (the data Zephyr-7B-β trained on): the highest overall_score is chosen,
+    one of the remaining three at random is rejected — its create_dataset.py draws whatever their score, so a
+    rejected may tie with the chosen and an all-tie prompt still gives a pair (the paper's `zephyr` rule: neither)."""
+    row = {"prompt": "p", "completions": [_c("a", 6), _c("b", 9), _c("c", 3), _c("d", 9)]}
+    rejected = Counter()
+    for seed in range(200):
+        (t,), report = binarize([row], "h4", seed=seed)
+        assert t["model_chosen"] == "b" and t["score_chosen"] == 9   # the first best, as argmax
+        rejected[t["model_rejected"]] += 1
+    assert set(rejected) == {"a", "c", "d"}                          # the tied "d" too: "the remaining 3"
+    assert all(40 < n < 95 for n in rejected.values())               # uniform over the three (expected 66.7 each)
+    all_tie = {"prompt": "q", "completions": [_c("a", 7), _c("b", 7), _c("c", 7), _c("d", 7)]}
+    (t,), report = binarize([all_tie], "h4", seed=0)
+    assert t["model_chosen"] == "a" and t["score_rejected"] == t["score_chosen"] == 7
+    assert report.tied_pairs == 1 and "1 pairs with equal scores" in str(report)
+    assert binarize([all_tie], "zephyr")[0] == []                     # the paper's rule: no pair
+    assert binarize([{"prompt": "r", "completions": [_c("a", 9)]}], "h4")[1].dropped == {
+        "fewer than two rated completions": 1}
 
 
 def test_argilla_rule_on_cases_from_its_card():

@@ -246,9 +246,12 @@ def test_claims_bench_fingerprints_code_not_prose_and_writes_the_readme_tables(t
     from handbook.toy import claims
 
     readme = tmp_path / "README.md"
+    results = ("aif-results", "ddpo-results", "table3-results")
     readme.write_text("intro\n<!-- claims-table:begin (bench/bench_claims.py writes this) -->\nold\n"
                       "<!-- claims-table:end -->\nmiddle\n<!-- reported-table:begin (bench/bench_claims.py writes this) -->"
-                      "\n<!-- reported-table:end -->\nend\n")
+                      "\n<!-- reported-table:end -->\n"
+                      + "".join(f"<!-- {b}:begin (bench/bench_claims.py writes this) -->\nold\n<!-- {b}:end -->\n"
+                                for b in results) + "end\n")
     stats = claims.describe([0.8, 0.9, 1.0, 1.1, 1.2])
     measured = {"claims": {c.key: stats for c in claims.CLAIMS}, "reported": {r.key: stats for r in claims.REPORTED}}
     bench.write_readme_tables(measured, readme)
@@ -256,3 +259,7 @@ def test_claims_bench_fingerprints_code_not_prose_and_writes_the_readme_tables(t
     assert text.startswith("intro\n") and "middle" in text and text.endswith("end\n") and "\nold\n" not in text
     assert claims.markdown_table(measured) in text and claims.reported_table(measured) in text
     assert "| 04 | dSFT + dDPO scores above dSFT" in text
+    assert all(block in text for block in claims.readme_results(measured).values())
+    readme.write_text("intro\n")
+    with pytest.raises(ValueError, match="no <!-- claims-table:begin"):
+        bench.write_readme_tables(measured, readme)

@@ -70,7 +70,8 @@ def test_summarize_runs_counts_a_data_only_notebook_once_per_data_seed():
     def run(data_seed, seed, chosen, ddpo):
         return {"data_seed": data_seed, "seed": seed, "metrics": {
             "03_aif_preferences": {"chosen_better_on_ground_truth": chosen, "judge_exact_agreement": 0.9,
-                                   "judge_spearman": 0.98},
+                                   "judge_spearman": 0.98, "pairs_zephyr": 460, "pairs_argilla": 458,
+                                   "pairs_argilla_strict": 190},
             "04_ddpo": {**METRICS_04, "ddpo_mean_score": ddpo, "dsft_mean_score": 8.0}}}
 
     stats = claims.summarize_runs([run(0, 0, 0.99, 9.5), run(0, 1, 0.99, 9.0), run(1, 0, 0.97, 9.3)])
@@ -151,3 +152,27 @@ def test_the_readme_tables_are_the_measurement(measured):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert claims.markdown_table(measured) in readme
     assert claims.reported_table(measured) in readme
+    for name, text in claims.readme_results(measured).items():   # the result paragraphs of 03, 04, 05: generated
+        begin, end = f"<!-- {name}:begin (bench/bench_claims.py writes this) -->", f"<!-- {name}:end -->"
+        assert f"{begin}\n{text}\n{end}" in readme, f"README's {name} block is not the measurement's; run " \
+                                                      "python bench/bench_claims.py --from-results --write-package"
+
+
+def test_the_readme_results_say_what_the_numbers_say():
+    """The generated paragraphs follow the measurement, including the words that depend on it."""
+    def stats(mean, lo, hi, n=30):
+        return {"n": n, "mean": mean, "sd": 0.1, "median": mean, "sd_below": 0.1, "sd_above": 0.1, "min": lo, "max": hi}
+    keys = [c.key for c in claims.CLAIMS] + [r.key for r in claims.REPORTED]
+    measured = {"setup": {"description": "a test"}, "claims": {k: stats(1.0, 0.5, 1.5) for k in
+                                                                [c.key for c in claims.CLAIMS]},
+                "reported": {k: stats(1.0, 0.5, 1.5) for k in [r.key for r in claims.REPORTED]}}
+    assert set(keys) == set(measured["claims"]) | set(measured["reported"])
+    measured["reported"]["beta_0.5"] = stats(9.0, 6.0, 9.9)
+    measured["reported"]["dsft1_over_dsft2"] = stats(0.2, 0.0, 1.0)
+    measured["claims"]["mt_ddpo_over_dsft"] = stats(7.0, 6.5, 7.5)
+    blocks = claims.readme_results(measured)
+    assert "widest spread is at β 0.5 (3.90 points" in blocks["ddpo-results"]
+    assert "holds in 6 of 30 runs" in blocks["table3-results"]
+    assert "+7.00 [+6.50 – +7.50]" in blocks["table3-results"] and "hold in every run" in blocks["table3-results"]
+    measured["claims"]["mt_dsft_over_ddpo_without_dsft"] = stats(0.5, -0.2, 1.0)
+    assert "do not hold in every run" in claims.readme_results(measured)["table3-results"]

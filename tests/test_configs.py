@@ -270,7 +270,7 @@ def test_toy_recipes_train_without_activation_checkpointing_the_paper_recipes_wi
 # --- AIF: its arguments, the pool members, the commands -------------------------------------------------------
 AIF_BAD = [
     ({"score": "overal"}, "`score`: invalid value \"overal\" (str); allowed values: overall, fine_grained (did you mean 'overall'?)"),
-    ({"rule": "zephir"}, "`rule`: invalid value \"zephir\" (str); allowed values: zephyr, argilla, argilla_strict, best_vs_worst"),
+    ({"rule": "zephir"}, "`rule`: invalid value \"zephir\" (str); allowed values: zephyr, h4, argilla, argilla_strict, best_vs_worst"),
     ({"max_retries": "lots"}, "`max_retries`: invalid value \"lots\" (str); expected an integer (int)"),
     ({"max_retries": -1}, "`max_retries`: invalid value -1; must be at least 0"),
     ({"batch_size": 0}, "`batch_size`: invalid value 0; must be at least 1"),
@@ -355,7 +355,7 @@ def test_aif_commands(tmp_path, no_work):
         (["generate", "--config", str(AIF_RECIPE), "--max_retries", "lots"],
          'command line: `max_retries`: invalid value "lots" (str); expected an integer (int)'),
         (["convert", "--input", "a", "--output_dir", "b", "--rule", "argila"],
-         "command line: `rule`: invalid value \"argila\" (str); allowed values: zephyr, argilla, argilla_strict, best_vs_worst"),
+         "command line: `rule`: invalid value \"argila\" (str); allowed values: zephyr, h4, argilla, argilla_strict, best_vs_worst"),
         (["convert", "--input", "a", "--output_dir", "b", "--score", "overal"],
          "allowed values: overall, fine_grained (did you mean 'overall'?)"),
         (["convert", "--input", "a", "--output_dir", "b", "--rule", "argilla", "--score", "overall"],

@@ -9,8 +9,9 @@ import pytest
 
 from handbook.core.backends import OpenAIBackend
 from handbook.evaluation.judge_prompts import HANDBOOK_JUDGE_PROMPTS, load_judge_prompts
-from handbook.evaluation.mt_bench import (TEMPERATURE, aggregate, extract_rating, generate_answers, judge_answers,
-                                          load_questions, load_reference_answers, render_single)
+from handbook.evaluation.mt_bench import (NEED_REFERENCE, TEMPERATURE, aggregate, extract_rating, generate_answers,
+                                          judge_answers, load_questions, load_reference_answers,
+                                          reference_answers_for, render_single)
 from handbook.evaluation.win_rate import extract_verdict, pairwise_outcome, pairwise_win_rate, win_rate
 from handbook.toy.judges import ToyMTJudge, toy_questions
 from handbook.toy import world
@@ -191,3 +192,64 @@ def test_cli_writes_fastchat_layout(tmp_path):
     assert {"question_id", "model", "judge", "user_prompt", "judgment", "score", "turn", "tstamp"} <= set(judgments[0])
     results = json.loads((out / "results-dsft.json").read_text())
     assert 6 < results["score"] <= 10 and results["failed"] == 0
+
+
+# --- reference answers, as FastChat finds them (gen_judgment.py: data/mt_bench/reference_answer/, the judge model's
+# file; common.check_data: a missing one for a math/reasoning/coding question stops the run; question.jsonl's
+# `reference` field is never read) ---------------------------------------------------------------------------------
+def _fastchat_layout(tmp_path, questions, references=None):
+    folder = tmp_path / "mt_bench"
+    (folder / "reference_answer").mkdir(parents=True)
+    (folder / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    if references is not None:
+        (folder / "reference_answer" / "gpt-4.jsonl").write_text("".join(
+            json.dumps({"question_id": qid, "model_id": "gpt-4", "choices": [{"index": 0, "turns": turns}]}) + "\n"
+            for qid, turns in references.items()))
+    return folder / "question.jsonl"
+
+
+MATH = {"question_id": 111, "category": "math", "turns": ["2+2?", "and 3+3?"], "reference": ["4 (a human's)", "6"]}
+WRITING = {"question_id": 81, "category": "writing", "turns": ["A poem.", "Shorter."]}
+
+
+def test_questions_from_a_file_are_judged_against_the_reference_answers_file_not_their_reference_field(tmp_path):
+    questions_path = _fastchat_layout(tmp_path, [MATH, WRITING], {111: ["4 (GPT-4's)", "6 (GPT-4's)"]})
+    questions = load_questions(questions_path)
+    refs = reference_answers_for(questions, questions_path)           # found beside the questions, as FastChat finds it
+    assert refs == {111: ["4 (GPT-4's)", "6 (GPT-4's)"]}
+    _, messages = render_single(questions[0], _answer(questions[0], ["4", "6"]), 0, load_judge_prompts(), refs)
+    assert "4 (GPT-4's)" in messages[1]["content"] and "a human's" not in messages[1]["content"]
+
+
+def test_without_reference_answers_fastchat_questions_are_refused_before_any_work(tmp_path):
+    questions_path = _fastchat_layout(tmp_path, [MATH, WRITING])
+    with pytest.raises(ValueError, match=r"question.jsonl: 1 questions \(math, reasoning, coding\) are judged against "
+                                         r"reference answers.*reference_answer/gpt-4.jsonl.*`reference` field"):
+        reference_answers_for(load_questions(questions_path), questions_path)
+    only_writing = _fastchat_layout(tmp_path / "w", [WRITING])
+    assert reference_answers_for(load_questions(only_writing), only_writing) is None   # nothing needs one
+
+
+def test_a_reference_answers_file_that_lacks_a_question_names_it(tmp_path):
+    questions_path = _fastchat_layout(tmp_path, [MATH, dict(MATH, question_id=112)], {111: ["4", "6"]})
+    with pytest.raises(ValueError, match=r"gpt-4.jsonl: no reference answer for question\(s\) \[112\] \(1 of the 2"):
+        reference_answers_for(load_questions(questions_path), questions_path)
+    with pytest.raises(ValueError, match="needs a reference answer"):   # and render_single never falls back
+        render_single(MATH, _answer(MATH, ["4", "6"]), 0, load_judge_prompts(), {})
+
+
+def test_the_toy_mt_bench_carries_its_own_references():
+    questions = toy_questions(1)
+    assert reference_answers_for(questions) is None
+    math = next(q for q in questions if q["category"] == "math")
+    _, messages = render_single(math, _answer(math, ["x", "y"]), 0, load_judge_prompts())
+    assert math["reference"][0] in messages[1]["content"]
+
+
+@needs_reference
+def test_fastchats_real_reference_file_covers_its_real_questions():
+    questions = load_questions(REF / "question.jsonl")
+    refs = reference_answers_for(questions, REF / "question.jsonl", REF / "reference_answer_gpt-4.jsonl")
+    assert len(refs) == 30 and all(q["question_id"] in refs for q in questions if q["category"] in NEED_REFERENCE)
+    with pytest.raises(ValueError, match="judged against reference answers"):   # FastChat's rule: never without them
+        reference_answers_for(questions, REF / "question.jsonl")

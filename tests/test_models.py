@@ -100,7 +100,7 @@ def test_unknown_tier_is_a_clear_error():
 def test_full_tier_points_at_the_paper_model():
     args = model_args_for("full")
     assert args.model_name_or_path == "mistralai/Mistral-7B-v0.1"
-    assert args.dtype == "bfloat16" and args.chat_template == "zephyr"
+    assert args.dtype == "bfloat16" and args.chat_template == "zephyr_upstream"
     assert stage_setup("sft", "full").data == "HuggingFaceH4/ultrachat_200k"
     assert stage_setup("dpo", "full").data == "HuggingFaceH4/ultrafeedback_binarized"
 

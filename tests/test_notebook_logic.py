@@ -200,7 +200,7 @@ ROWS = [
                                      _completion("m3", "c", 3, [2, 1]), _completion("m4", "d", 7, [3, 3])]},
     {"prompt": "p3", "completions": [_completion(m, m, 5, [3, 3]) for m in ("m1", "m2", "m3", "m4")]},  # all equal
 ]
-TRUTH = {"best": 10, "mid": 6, "worst": 1, "low": 3, "a": 8, "b": 8, "c": 2, "d": 6}
+TRUTH = {"best": 10, "mid": 6, "worst": 1, "low": 3, "a": 8, "b": 8, "c": 2, "d": 6, "m1": 5, "m2": 5, "m3": 5, "m4": 5}
 
 
 def test_ground_truth_order():
@@ -215,7 +215,9 @@ def test_ground_truth_order():
 def test_compare_rules_measures_every_rule_on_both_scales():
     results = compare_rules(ROWS, seed=0, truth=lambda p, r: TRUTH[r])
     assert list(results) == [variant_name(r, s) for r, s in RULE_VARIANTS]
-    assert list(results) == ["zephyr", "zephyr (fine_grained)", "argilla", "argilla_strict", "best_vs_worst"]
+    assert list(results) == ["zephyr", "zephyr (fine_grained)", "h4", "argilla", "argilla_strict", "best_vs_worst"]
+    h4 = results["h4"]   # p3's all-tie prompt gives a pair too (a tied one); p2's rejected may tie with the chosen
+    assert len(h4.triples) == 3 and not h4.report.dropped and h4.report.tied_pairs >= 1
     bvw = results["best_vs_worst"]
     # p1: best (9; 5.0) vs worst (2; 1.0); p2: a (7; 4.0) vs c (3; 1.5); p3 all equal: dropped
     assert len(bvw.triples) == 2 and bvw.report.dropped["all scores equal"] == 1
@@ -334,3 +336,26 @@ def test_mean_tokens_per_row_measured_with_the_chat_template(toy_tokenizer):
     assert mean_tokens_per_row(pairs, toy_tokenizer, "dpo", max_length=5) == 10  # each side cut at max_length
     with pytest.raises(ValueError, match="row 1: field 'rejected'"):
         mean_tokens_per_row([pairs[0], {"chosen": pairs[0]["chosen"]}], toy_tokenizer, "dpo")
+
+
+def test_quiet_libraries_silences_library_bars_and_warnings_but_not_errors():
+    """In a fresh process (it changes process-wide settings): what notebooks 02-06 call first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings, datasets, transformers\n"
+        "from handbook.notebook import quiet_libraries\n"
+        "quiet_libraries()\n"
+        "assert not datasets.is_progress_bar_enabled()\n"
+        "assert transformers.utils.logging.get_verbosity() == transformers.utils.logging.ERROR\n"
+        "assert not transformers.utils.logging.is_progress_bar_enabled()\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('default')\n"
+        "    from handbook.notebook import quiet_libraries as q; q()\n"
+        "    warnings.warn_explicit('old', FutureWarning, 'x.py', 1, module='transformers.training_args')\n"
+        "    warnings.warn_explicit('ours', UserWarning, 'y.py', 1, module='handbook.tiers')\n"
+        "assert [str(w.message) for w in caught] == ['ours'], [str(w.message) for w in caught]\n"
+        "print('quiet')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "quiet" in proc.stdout, proc.stderr[-2000:]

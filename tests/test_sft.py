@@ -77,7 +77,7 @@ def test_unknown_command_line_key(tmp_path):
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*/sft/*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_sft_recipe_parses_against_the_installed_stack(recipe):
     model_args, data_args, training_args = parse_config(TYPES, ["--config", str(recipe)])
-    assert training_args.assistant_only_loss
+    assert training_args.assistant_only_loss == ("zephyr-7b-beta" not in str(recipe))  # the full run: every token
     assert model_args.model_name_or_path
 
 
@@ -103,6 +103,30 @@ def test_assistant_only_loss_trains_only_on_assistant_tokens(tmp_path, small_dia
     batch = trainer.data_collator([trainer.train_dataset[0]])
     labelled = batch["labels"][0][batch["labels"][0] != -100].tolist()
     assert tok.decode(labelled) == answers
+
+
+def test_the_zephyr_7b_beta_runs_sequence_every_token_learned_after_bos_and_an_empty_system_turn(tmp_path, small_dialogues):
+    """The full recipes' setting (assistant_only_loss: false, chat_template: zephyr_upstream): TRL 0.7.4's packed
+    text with labels = input ids, each dialogue rendered BOS + ``<|system|>\\n</s>\\n`` + Zephyr's turns."""
+    model_args, data_args, training_args = _args(tmp_path, chat_template="zephyr_upstream", assistant_only_loss=False)
+    trainer = train(model_args, data_args, training_args, datasets=(small_dialogues, None))
+    tok = trainer.processing_class
+    row = trainer.train_dataset[0]
+    assert tok.decode(row["input_ids"]).startswith("<s><|system|>\n</s>\n<|user|>\n")
+    assert row["input_ids"].count(tok.bos_token_id) >= 1
+    batch = trainer.data_collator([row])
+    labels, ids = batch["labels"][0], batch["input_ids"][0]
+    real = batch["attention_mask"][0].bool() if "attention_mask" in batch else torch.ones_like(ids, dtype=torch.bool)
+    assert bool((labels[real] == ids[real]).all())   # every real token is a target: user turns included
+    saved = (tmp_path / "out" / "tokenizer_config.json").read_text() + (
+        (tmp_path / "out" / "chat_template.jinja").read_text() if (tmp_path / "out" / "chat_template.jinja").exists() else "")
+    assert "{% if bos_token %}" in saved             # the dDPO stage and generation inherit the same sequence
+
+
+def test_full_sft_recipes_follow_the_zephyr_7b_beta_run():
+    for name in ("config_full.yaml", "config_qlora.yaml"):
+        model_args, _, args = parse_config(TYPES, ["--config", str(ROOT / "recipes/zephyr-7b-beta/sft" / name)])
+        assert model_args.chat_template == "zephyr_upstream" and not args.assistant_only_loss, name
 
 
 def test_template_without_generation_markers_is_refused(tmp_path, small_dialogues):

@@ -241,3 +241,25 @@ def test_size_choice_gives_the_small_tier_cpu_sizes_only_where_a_parameter_is_le
     assert size_choice("small", max_samples=None).value == {"max_samples": None}
     with pytest.raises(ValueError, match=r"unknown size parameter\(s\) \['max_stepz'\]"):
         size_choice("small", max_stepz=None)
+
+
+def test_answer_budget_is_fastchats_at_full_and_on_a_gpu_and_the_toys_on_a_cpu(monkeypatch):
+    """FastChat's gen_model_answer.py answers MT-Bench with --max-new-token 1024 (its default): the full tier's
+    notebook 05 must too, or its scores do not compare with FastChat's."""
+    import torch
+
+    from handbook.tiers import FASTCHAT_MAX_NEW_TOKENS, TOY_ANSWER_TOKENS, answer_budget_choice
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert FASTCHAT_MAX_NEW_TOKENS == 1024
+    assert answer_budget_choice("full").value == 1024 and "FastChat" in answer_budget_choice("full").note
+    assert answer_budget_choice("toy").value == TOY_ANSWER_TOKENS == 48
+    cpu = answer_budget_choice("small")
+    assert (cpu.value, cpu.source) == (48, "cpu") and "without a GPU" in cpu.note
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert answer_budget_choice("small").value == 1024
+    given = answer_budget_choice("full", 48)
+    assert given.value == 48 and "do not compare with FastChat's" in given.note
+    assert answer_budget_choice("toy", 16).note == ""
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        answer_budget_choice("full", 0)

@@ -120,3 +120,14 @@ def test_toy_base_loads_with_transformers(toy_base):
     assert model.config.vocab_size == len(tok)
     assert 300_000 < sum(p.numel() for p in model.parameters()) < 2_000_000
     assert tok.chat_template == ZEPHYR_CHAT_TEMPLATE
+
+
+def test_toy_students_built_says_whether_the_first_call_would_train(tmp_path):
+    from handbook.toy import students
+
+    assert students.toy_students_built(cache_dir=tmp_path) is False       # notebook 02 then says "trained just now"
+    _, target = students._students_dir(tmp_path, students.RECIPE)
+    target.mkdir(parents=True)
+    (target / "BUILD_OK").write_text("")
+    assert students.toy_students_built(cache_dir=tmp_path) is True        # ... and "reused" once it is there
+    assert students.toy_students(cache_dir=tmp_path)["dsft"] == str(target / "final")   # and nothing is trained

@@ -25,8 +25,8 @@ from .binarize import BinarizeReport, _score, binarize
 Truth = Callable[[str, str], float]
 
 # The variants notebook 03 compares: (rule, score); None = the rule's own score.
-RULE_VARIANTS = (("zephyr", "overall"), ("zephyr", "fine_grained"), ("argilla", None), ("argilla_strict", None),
-                 ("best_vs_worst", "overall"))
+RULE_VARIANTS = (("zephyr", "overall"), ("zephyr", "fine_grained"), ("h4", "overall"), ("argilla", None),
+                 ("argilla_strict", None), ("best_vs_worst", "overall"))
 
 
 def _ranks(values: Sequence[float]) -> list[float]:

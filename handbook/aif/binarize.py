@@ -1,11 +1,18 @@
 """From rated completions to preference triples (x, y_w, y_l) in ``ultrafeedback_binarized``'s schema.
 
-Four rules:
+Five rules:
 
-* ``zephyr`` — the paper's: the highest-scored completion is *chosen*, one of the lower-scored ones,
-  picked at random (seeded), is *rejected*. Random rather than the worst keeps the pairs diverse and
-  the task harder. The score is the overall score (as the dataset card says; ``score="overall"``)
-  or the mean of the aspect ratings (as the paper says; ``score="fine_grained"``).
+* ``zephyr`` — the paper's text (section 3, AIF: the best-scored response is y_w, a random lower-scored one
+  y_l): the highest-scored completion is *chosen*, one of the strictly lower-scored ones,
+  picked at random (seeded), is *rejected*; a prompt whose completions all score the same gives no pair.
+  Random rather than the worst keeps the pairs diverse and the task harder. The score is the overall score
+  (as the dataset card says; ``score="overall"``) or the mean of the aspect ratings (as the paper says;
+  ``score="fine_grained"``). The default: a pair whose two replies score the same carries no preference.
+* ``h4`` — what actually built ``HuggingFaceH4/ultrafeedback_binarized``, the data Zephyr-7B-β was trained
+  on: its card says the highest ``overall_score`` is *chosen* and one of the remaining three, at random, is
+  *rejected*, and its ``create_dataset.py`` draws from the other completions whatever their score — ties
+  with the chosen are allowed, and a prompt whose completions all score the same still gives a pair. Use it to
+  rebuild that dataset; ``zephyr`` is what the paper describes.
 * ``argilla`` — Argilla's binarization, as the card of ``argilla/ultrafeedback-binarized-preferences``
   describes it: ignore ``overall_score``; score each completion by the mean of its aspect ratings;
   chosen = the completion with the best mean; rejected = a random other completion with a *lower*
@@ -35,7 +42,7 @@ from typing import Iterable, Sequence
 
 from ..core.data import prompt_id
 
-RULES = ("zephyr", "argilla", "argilla_strict", "best_vs_worst")
+RULES = ("zephyr", "h4", "argilla", "argilla_strict", "best_vs_worst")
 MEAN_OF_ASPECTS_RULES = ("argilla", "argilla_strict")  # they score by the aspects' mean, never the overall score
 
 
@@ -45,10 +52,12 @@ class BinarizeReport:
     prompts: int = 0
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
+    tied_pairs: int = 0  # kept pairs whose rejected scores as high as the chosen (only the h4 rule makes them)
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{n} {r}" for r, n in self.dropped.most_common()) or "none"
-        return f"{self.rule}: {self.prompts} prompts → {self.kept} pairs (dropped: {reasons})"
+        ties = f"; {self.tied_pairs} pairs with equal scores" if self.tied_pairs else ""
+        return f"{self.rule}: {self.prompts} prompts → {self.kept} pairs (dropped: {reasons}{ties})"
 
 
 def _score(completion: dict, score: str) -> float | None:
@@ -74,7 +83,7 @@ def _conversation(prompt: str, response: str) -> list[dict]:
 def binarize(rows: Iterable[dict], rule: str = "zephyr", score: str | None = None, seed: int = 42):
     """Preference triples from rated rows ``{"prompt", "completions": [{"model", "response", score fields}]}``.
 
-    Returns ``(triples, report)``. ``score`` defaults to ``"overall"`` for ``zephyr`` and
+    Returns ``(triples, report)``. ``score`` defaults to ``"overall"`` for ``zephyr``, ``h4`` and
     ``best_vs_worst`` and is always ``"fine_grained"`` for ``argilla`` and ``argilla_strict``.
     """
     if rule not in RULES:
@@ -102,11 +111,14 @@ def binarize(rows: Iterable[dict], rule: str = "zephyr", score: str | None = Non
         if rule == "argilla_strict" and scores.count(best) > 1:
             report.dropped["best score tied"] += 1
             continue
+        chosen_index = scores.index(best)                                    # the first best, as argmax
+        chosen_score, chosen = rated[chosen_index]
         lower = [(s, c) for s, c in rated if s < best]
+        if rule == "h4":
+            lower = [sc for i, sc in enumerate(rated) if i != chosen_index]   # the other completions, ties too
         if not lower:
             report.dropped["all scores equal"] += 1
             continue
-        chosen_score, chosen = next((s, c) for s, c in rated if s == best)  # the first best, as argmax
         if rule == "best_vs_worst":
             rejected_score, rejected = min(lower, key=lambda sc: sc[0])
         else:
@@ -124,6 +136,7 @@ def binarize(rows: Iterable[dict], rule: str = "zephyr", score: str | None = Non
             "model_rejected": rejected.get("model"),
         })
         report.kept += 1
+        report.tied_pairs += rejected_score == chosen_score
     return out, report
 
 

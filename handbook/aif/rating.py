@@ -5,6 +5,12 @@ UltraFeedback had GPT-4 rate every completion on **instruction following**, **ho
 creative writing) and, in a separate critique, give an **overall** score 1-10. The rating prompt
 here is the handbook's own text for that rubric; it renders for any chat backend.
 
+One difference in kind: UltraFeedback showed GPT-4 the four completions of a prompt **side by side** and asked
+for one aspect's ratings of all four at once (one request per aspect), so each rating was made against the
+others; here each completion is rated **alone**, all four aspects in one request. Ratings made alone cannot
+compare; two close completions are more likely to tie, and a judge's drift between requests enters the
+difference between a pair's scores.
+
 Judges — GPT-4 as much as a 135 M model — do not always answer in the format asked for. The parser
 accepts the formats real models produce (markdown, "4/5", "4 out of 5", "Rating: 4" on the next
 line, "N/A", decimals) and refuses what it cannot read unambiguously; a reply with a missing or

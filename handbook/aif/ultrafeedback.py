@@ -64,7 +64,9 @@ def convert_ultrafeedback(raw_rows: Iterable[dict], fix_overall: bool = True, de
     """Raw UltraFeedback rows → rated rows for :func:`binarize`, plus a :class:`ConvertReport`.
 
     * ``decontaminate`` removes rows whose ``source`` is an evaluation benchmark (TruthfulQA), as
-      the later ``ultrafeedback_binarized`` does.
+      the later ``ultrafeedback_binarized`` does. That is all it removes: it matches the ``source`` field, not
+      the text, so a TruthfulQA question that reached UltraFeedback through another source (a ShareGPT or FLAN
+      prompt that quotes it) stays — as it stayed in ``ultrafeedback_binarized``.
     * ``fix_overall`` repairs the known ``overall_score`` defect: ~2,600 completions had overall 10
       where the critique meant 1. As in the dataset's own fix, a completion with overall 10 and a
       fine-grained score ≤ 2 gets overall 1.

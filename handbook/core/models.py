@@ -54,7 +54,8 @@ class ModelArguments(ModelConfig):
                           "Needs the `gguf` package."})
     chat_template: str | None = field(
         default=None,
-        metadata={"help": "Override the tokenizer's chat template: a name ('zephyr') or a Jinja template string."})
+        metadata={"help": "Override the tokenizer's chat template: a name ('zephyr'; 'zephyr_upstream' adds BOS and "
+                          "an empty system turn, as the Zephyr-7B-β run did) or a Jinja template string."})
     # `trust_remote_code` is not a field here: TRL's SFTConfig and DPOConfig already have it (default
     # False), and the loaders take it as an argument, so a recipe has one such key.
 

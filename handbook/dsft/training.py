@@ -4,10 +4,12 @@
     accelerate launch --config_file recipes/accelerate_configs/zero3.yaml -m handbook.sft --config ...
 
 The recipe holds three groups of keys: the model (``handbook.models.ModelArguments``), the data
-(:class:`SFTDataArguments`) and the trainer (TRL's ``SFTConfig``). The loss is on assistant tokens
-only (``assistant_only_loss``; the chat template must carry ``{% generation %}`` markers, as the
-handbook's Zephyr template does); packing, LoRA (``use_peft``) and QLoRA (``load_in_4bit`` +
-``use_peft``) are switches in the recipe. ``python -m handbook.sft`` (and notebook 02, through
+(:class:`SFTDataArguments`) and the trainer (TRL's ``SFTConfig``). Which tokens carry loss is the recipe's
+``assistant_only_loss``: ``true`` (the toy and small recipes) learns the assistant's tokens only — the chat template
+must carry ``{% generation %}`` markers, as the handbook's Zephyr templates do; ``false`` (the zephyr-7b-beta
+recipes) learns every token, as the run that produced Zephyr-7B-β did (TRL 0.7.4 packed the rendered text with
+labels = input ids). Packing, LoRA (``use_peft``) and QLoRA (``load_in_4bit`` + ``use_peft``) are switches in
+the recipe. ``python -m handbook.sft`` (and notebook 02, through
 ``handbook.sft.train``) resolve the recipe's names — ``toy`` models and data — and call :func:`train`.
 """
 

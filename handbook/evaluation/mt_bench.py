@@ -67,7 +67,50 @@ def load_questions(path) -> list[dict]:
 
 def load_reference_answers(path) -> dict[int, list[str]]:
     """FastChat's ``reference_answer/<model>.jsonl`` → ``{question_id: [turn 1, turn 2]}``."""
-    return {r["question_id"]: r["choices"][0]["turns"] for r in read_jsonl(path)}
+    out = {}
+    for n, r in iter_jsonl(path):
+        try:
+            out[r["question_id"]] = r["choices"][0]["turns"]
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(f"{path}, line {n}: not a FastChat answer row (question_id, choices[0].turns)") from None
+    return out
+
+
+FASTCHAT_REFERENCE_FILE = "reference_answer/gpt-4.jsonl"   # beside question.jsonl in FastChat's data/mt_bench/
+
+
+def reference_answers_for(questions: Sequence[dict], questions_path=None, reference_answers_path=None):
+    """The reference answers that math, reasoning and coding are judged against, found as FastChat finds them.
+
+    FastChat's ``gen_judgment.py`` loads ``data/mt_bench/reference_answer/`` and judges every question of
+    :data:`NEED_REFERENCE` against the judge model's reference answer (GPT-4's, ``gpt-4.jsonl``); ``check_data``
+    refuses to start when one is missing. It never reads the ``reference`` field that some rows of
+    ``question.jsonl`` carry. So, for questions read from a file: ``reference_answers_path`` when given, else
+    :data:`FASTCHAT_REFERENCE_FILE` beside ``questions_path`` when it is there, else — when any question needs a
+    reference — an error saying so. Every question that needs one must have one (an error names those that do not).
+    Questions not read from a file (the toy MT-Bench, ``questions_path=None``) carry their own reference answers:
+    ``None`` is returned and each question's ``reference`` is used."""
+    from pathlib import Path
+
+    need = [q["question_id"] for q in questions if q["category"] in NEED_REFERENCE]
+    path = reference_answers_path
+    if path is None and questions_path is not None:
+        beside = Path(questions_path).parent / FASTCHAT_REFERENCE_FILE
+        path = beside if beside.exists() else None
+    if path is None:
+        if questions_path is not None and need:
+            raise ValueError(
+                f"{questions_path}: {len(need)} questions ({', '.join(NEED_REFERENCE)}) are judged against reference "
+                f"answers, and none were given: pass the reference answers file (FastChat's "
+                f"data/mt_bench/{FASTCHAT_REFERENCE_FILE}, GPT-4's), or put it at {FASTCHAT_REFERENCE_FILE} beside "
+                f"the questions. FastChat never judges against question.jsonl's `reference` field.")
+        return None
+    references = load_reference_answers(path)
+    missing = [qid for qid in need if not references.get(qid)]
+    if missing:
+        raise ValueError(f"{path}: no reference answer for question(s) {missing[:10]}"
+                         f"{' …' if len(missing) > 10 else ''} ({len(missing)} of the {len(need)} that need one)")
+    return references
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +182,8 @@ def render_single(question: dict, answer: dict, turn: int, prompts: dict[str, di
     """(the judge prompt's name, chat messages) to grade ``turn`` (0 or 1) of ``answer`` to ``question``; the
     name is the prompt's own (``single-v1`` for FastChat's, ``handbook-single-v1`` for the handbook's)."""
     needs_ref = question["category"] in NEED_REFERENCE
-    ref = (references or {}).get(question["question_id"]) or question.get("reference")
+    # reference answers given (FastChat's files): only they count; none given: the question's own (the toy MT-Bench)
+    ref = references.get(question["question_id"]) if references is not None else question.get("reference")
     if needs_ref and not ref:
         raise ValueError(f"question {question['question_id']} ({question['category']}) needs a reference answer")
     p = prompts[("single-math-v1" if needs_ref else "single-v1") + ("-multi-turn" if turn == 1 else "")]

@@ -22,7 +22,8 @@ def radar(scores: Mapping[str, Mapping[str, float]], categories: Sequence[str], 
     ax.set_xticklabels(categories)
     ax.set_ylim(0, max_value)
     ax.set_title(title, pad=18)
-    ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.12), fontsize=8)
+    # below the polar plot, never over its category labels
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=8, frameon=False)
     return ax
 
 
@@ -35,5 +36,6 @@ def bars_with_errors(means: Mapping[str, float], errors: Mapping[str, float], yl
     ax.bar(names, [means[n] for n in names], yerr=[errors.get(n, 0.0) for n in names], capsize=5,
            color=[f"C{i}" for i in range(len(names))])  # the same colours as the radar's lines
     ax.set(ylabel=ylabel, title=title)
-    ax.tick_params(axis="x", rotation=15)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)   # long row names: slanted, anchored at their bar
     return ax

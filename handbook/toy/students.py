@@ -48,14 +48,24 @@ def resolve_toy_name(name: str | None) -> str | None:
     return name
 
 
+def _students_dir(cache_dir: str | os.PathLike | None, recipe: str | os.PathLike) -> tuple[Path, Path]:
+    """(the toy base, the students' cache folder) for ``recipe``: a new recipe or base is a new folder."""
+    base = toy_base_path(cache_dir=cache_dir)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    fp = hashlib.sha256(Path(recipe).read_bytes() + base.name.encode() + BUILD_VERSION).hexdigest()[:12]
+    return base, root / f"toy-dsft-{fp}"
+
+
+def toy_students_built(cache_dir: str | os.PathLike | None = None, recipe: str | os.PathLike = RECIPE) -> bool:
+    """Whether :func:`toy_students` would reuse a finished build (``False``: its first call trains them)."""
+    return (_students_dir(cache_dir, recipe)[1] / "BUILD_OK").exists()
+
+
 def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.PathLike = RECIPE) -> dict[str, str]:
     """``{"dsft": <dir>, "dsft_early": <dir>}``: the toy dSFT student and its step-100 checkpoint."""
     from trl import SFTConfig
 
-    base = toy_base_path(cache_dir=cache_dir)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    fp = hashlib.sha256(Path(recipe).read_bytes() + base.name.encode() + BUILD_VERSION).hexdigest()[:12]
-    target = root / f"toy-dsft-{fp}"
+    base, target = _students_dir(cache_dir, recipe)
     paths = {"dsft": str(target / "final"), "dsft_early": str(target / "early")}
     if (target / "BUILD_OK").exists():
         return paths
