@@ -113,9 +113,10 @@ def binarize(rows: Iterable[dict], rule: str = "zephyr", score: str | None = Non
             continue
         chosen_index = scores.index(best)                                    # the first best, as argmax
         chosen_score, chosen = rated[chosen_index]
-        lower = [(s, c) for s, c in rated if s < best]
         if rule == "h4":
             lower = [sc for i, sc in enumerate(rated) if i != chosen_index]   # the other completions, ties too
+        else:
+            lower = [(s, c) for s, c in rated if s < best]
         if not lower:
             report.dropped["all scores equal"] += 1
             continue

@@ -22,6 +22,7 @@ import statistics
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 from typing import Sequence
 
 from ..core.backends import ChatBackend, Sampling, TransportError, chat_with_errors, describe_backend, text_sha256
@@ -90,8 +91,6 @@ def reference_answers_for(questions: Sequence[dict], questions_path=None, refere
     reference — an error saying so. Every question that needs one must have one (an error names those that do not).
     Questions not read from a file (the toy MT-Bench, ``questions_path=None``) carry their own reference answers:
     ``None`` is returned and each question's ``reference`` is used."""
-    from pathlib import Path
-
     need = [q["question_id"] for q in questions if q["category"] in NEED_REFERENCE]
     path = reference_answers_path
     if path is None and questions_path is not None:
