@@ -70,32 +70,10 @@ def llama_server(llama_server_process):
     llama_server_process.check()
 
 
-def _conversation(prompt, answer):
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-
-
 @pytest.fixture(scope="session")
 def recipe_data(tmp_path_factory):
-    """Toy-world rows in ultrachat_200k's and ultrafeedback_binarized's schemas, with each recipe's split names."""
-    import random
+    """Toy-world rows in ultrachat_200k's and ultrafeedback_binarized's schemas, with each recipe's split names
+    (``handbook.versus_paper.save_recipe_splits``: the rows notebook 06 shows)."""
+    from handbook.versus_paper import save_recipe_splits
 
-    from datasets import Dataset, DatasetDict
-
-    from handbook.core.data import prompt_id
-    from handbook.toy import world
-
-    root = tmp_path_factory.mktemp("recipe-data")
-    rng = random.Random(0)
-    prompts = world.sample_prompts(3, "train", seed=0)
-    dialogues, triples = [], []
-    for p in prompts:
-        good = p.reference_answer()
-        bad = p.task.wrong_answer(p.item, rng)
-        dialogues.append({"prompt": p.text, "prompt_id": prompt_id(p.text), "messages": _conversation(p.text, good)})
-        triples.append({"prompt": p.text, "prompt_id": prompt_id(p.text), "chosen": _conversation(p.text, good),
-                        "rejected": _conversation(p.text, bad), "messages": _conversation(p.text, good),
-                        "score_chosen": 10.0, "score_rejected": 2.0})
-    sft, dpo = root / "sft", root / "dpo"
-    DatasetDict(train_sft=Dataset.from_list(dialogues), test_sft=Dataset.from_list(dialogues[:8])).save_to_disk(str(sft))
-    DatasetDict(train_prefs=Dataset.from_list(triples), test_prefs=Dataset.from_list(triples[:8])).save_to_disk(str(dpo))
-    return {"sft": str(sft), "dpo": str(dpo)}
+    return save_recipe_splits(tmp_path_factory.mktemp("recipe-data"))

@@ -58,10 +58,10 @@ def sweep_row(beta: float, metrics: Mapping[str, float], prefix: str = "eval_") 
 
 
 def beta_sweep(betas: Iterable[float], train_one: Callable[[float], Any],
-               evaluate_policy: Callable[[Any], Mapping[str, float]] | None = None,
+               evaluate_policy: Callable[[Any, float], Mapping[str, float]] | None = None,
                done: Mapping[float, Mapping[str, float]] | None = None) -> dict[float, dict]:
     """``{β: row}`` for each β in order: ``train_one(β)`` trains a policy and returns its trainer, whose
-    ``evaluate()`` scores the held-out pairs (:func:`sweep_row`); ``evaluate_policy(trainer.model)``, when
+    ``evaluate()`` scores the held-out pairs (:func:`sweep_row`); ``evaluate_policy(trainer.model, β)``, when
     given, adds its numbers (e.g. a rubric score). A β in ``done`` (a run already made, with the same
     data and seed) takes that row as it is and is not trained again."""
     rows = {}
@@ -72,6 +72,6 @@ def beta_sweep(betas: Iterable[float], train_one: Callable[[float], Any],
         trainer = train_one(beta)
         row = sweep_row(beta, trainer.evaluate())
         if evaluate_policy is not None:
-            row.update(evaluate_policy(trainer.model))
+            row.update(evaluate_policy(trainer.model, beta))
         rows[beta] = row
     return rows

@@ -12,6 +12,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
+from tqdm.auto import tqdm
+
 from ..core.backends import ChatBackend, Sampling, TransportError, chat_with_errors
 from ..core.runner import CallsFailed
 from .judge_prompts import load_judge_prompts
@@ -74,8 +76,11 @@ def win_rate(outcomes: Sequence[float | None]) -> WinRate:
 
 
 def pairwise_win_rate(prompts: Sequence[str], answers: Sequence[str], reference_answers: Sequence[str],
-                      judge: ChatBackend, judge_prompts=None) -> tuple[WinRate | None, list[dict]]:
+                      judge: ChatBackend, judge_prompts=None, progress: bool = False,
+                      batch_size: int = 32) -> tuple[WinRate | None, list[dict]]:
     """Judge each (model answer, reference answer) in both orders; return the win rate and the records.
+
+    The judge is asked ``batch_size`` conversations at a time, under a progress bar when ``progress``.
 
     The win rate is None when no pair got a verdict in both orders (the records keep the raw replies). A judge
     request that got no reply (:class:`~handbook.core.backends.TransportError`: unreachable, timeout, 5xx,
@@ -87,7 +92,12 @@ def pairwise_win_rate(prompts: Sequence[str], answers: Sequence[str], reference_
         raise ValueError("prompts, answers and reference answers must have the same length")
     ab = [render_pair(p, a, r, judge_prompts) for p, a, r in zip(prompts, answers, reference_answers)]
     ba = [render_pair(p, r, a, judge_prompts) for p, a, r in zip(prompts, answers, reference_answers)]
-    replies = chat_with_errors(judge, ab + ba, Sampling(0.0, 1.0, 1024, 0))
+    conversations, replies = ab + ba, []
+    with tqdm(total=len(conversations), desc=f"win rate: {len(prompts)} prompts, both orders", unit="verdict",
+              disable=not progress) as bar:
+        for start in range(0, len(conversations), batch_size):
+            replies += chat_with_errors(judge, conversations[start:start + batch_size], Sampling(0.0, 1.0, 1024, 0))
+            bar.update(min(batch_size, len(conversations) - start))
     failed = [(i, r) for i, r in enumerate(replies) if isinstance(r, TransportError)]
     if failed:
         i, first = failed[0]
