@@ -159,12 +159,13 @@ def test_beta_sweep_trains_each_beta_once_and_reuses_a_done_run():
         return _FakeTrainer(beta)
 
     done = {0.1: {"reward accuracy": 0.9, "margin": 0.2, "margin / β": 2.0, "mean rubric score": 7.0}}
-    rows = beta_sweep([0.01, 0.1, 0.5], train_one, evaluate_policy=lambda m: {"mean rubric score": len(m)}, done=done)
+    rows = beta_sweep([0.01, 0.1, 0.5], train_one, done=done,
+                      evaluate_policy=lambda m, beta: {"mean rubric score": len(m), "β seen": beta})
     assert trained == [0.01, 0.5] and list(rows) == [0.01, 0.1, 0.5]
     assert rows[0.1] == done[0.1] and rows[0.1] is not done[0.1]
     assert rows[0.5]["margin"] == pytest.approx(1.0) and rows[0.01]["margin"] == pytest.approx(0.02)
     assert rows[0.5]["margin / β"] == pytest.approx(rows[0.01]["margin / β"]) == pytest.approx(2.0)
-    assert rows[0.5]["mean rubric score"] == len("policy-0.5")
+    assert rows[0.5]["mean rubric score"] == len("policy-0.5") and rows[0.5]["β seen"] == 0.5   # told which β
 
 
 # ---------------------------------------------------------------- judge agreement and the rule comparison
