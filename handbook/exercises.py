@@ -203,7 +203,7 @@ def nb03_1(saved_rule: str, saved_score: str | None, saved_pairs: int, pairs_by_
     """The aspects' mean: the saved pairs are the table's ``zephyr (fine_grained)`` row."""
     if saved_score != "fine_grained":
         return Outcome("03.1", NOT_ATTEMPTED, "run with -p score fine_grained")
-    expected = pairs_by_rule[f"{saved_rule} (fine_grained)"] if f"{saved_rule} (fine_grained)" in pairs_by_rule else None
+    expected = pairs_by_rule.get(f"{saved_rule} (fine_grained)")
     return _verdict("03.1", saved_pairs == expected and saved_pairs == pairs_by_rule.get("argilla", saved_pairs),
                     f"{saved_pairs} pairs saved; the table's {saved_rule} (fine_grained): {expected}, argilla: "
                     f"{pairs_by_rule.get('argilla')}")
