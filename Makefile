@@ -23,7 +23,7 @@ DEV_STAMP := $(VENV)/.installed-dev-$(notdir $(LLAMA_CPP_WHEELS))
 # Nothing may reach for a hub: the toy tier builds everything it needs locally.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install install-dev tutorial test bench gpu-check lab clean
+.PHONY: install install-dev tutorial test test-fast bench gpu-check lab clean
 
 # What a learner needs (`make tutorial`, `make lab`): requirements.txt, nothing that compiles.
 install: $(STAMP)
@@ -60,6 +60,10 @@ tutorial: install
 
 test: install-dev
 	$(OFFLINE) $(PY) -m pytest
+
+# the inner loop: unit tests only, no notebooks, no llama.cpp server, no separate processes (`make test` runs all)
+test-fast: install-dev
+	$(OFFLINE) $(PY) -m pytest -m "not slow and not notebooks and not server" -q
 
 # CPU benchmarks side by side (bench/README.md); ~19 min on 2 cores; results in bench/results/latest.json.
 bench: install-dev

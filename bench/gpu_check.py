@@ -75,15 +75,17 @@ def build_inputs(root: Path, size: str, sft_rows: int, pairs: int, sft_mean: int
     model = random_mistral(root / "model", tokenizer, {**SIZES[size]}, seed=0)
     n_params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
     dialogues = synthetic_dialogues(tokenizer, sft_rows, mean_tokens=sft_mean, max_length=max_length, seed=0)
-    DatasetDict(train_sft=dialogues, test_sft=dialogues.select(range(2))).save_to_disk(str(root / "sft_data"))
+    held_out = synthetic_dialogues(tokenizer, 2, mean_tokens=sft_mean, max_length=max_length, seed=1)  # not train rows
+    DatasetDict(train_sft=dialogues, test_sft=held_out).save_to_disk(str(root / "sft_data"))
 
     def triple(row):
         prompt = row["prompt"][0]["content"]
         return {"prompt": prompt, "chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}
 
-    triples = synthetic_pairs(tokenizer, pairs, completion_mean=dpo_mean, max_length=max_length // 2, seed=0)
-    triples = triples.map(triple, remove_columns=triples.column_names)
-    DatasetDict(train_prefs=triples, test_prefs=triples.select(range(2))).save_to_disk(str(root / "dpo_data"))
+    triples, held_out = (synthetic_pairs(tokenizer, n, completion_mean=dpo_mean, max_length=max_length // 2, seed=seed)
+                         for n, seed in ((pairs, 0), (2, 1)))
+    triples, held_out = (d.map(triple, remove_columns=d.column_names) for d in (triples, held_out))
+    DatasetDict(train_prefs=triples, test_prefs=held_out).save_to_disk(str(root / "dpo_data"))
     return n_params
 
 

@@ -9,8 +9,9 @@ The package mirrors the paper, one sub-package per stage, a core below them and 
 * ``handbook.core`` — what every stage stands on: ``models``, ``backends``, ``generation``, ``configs``,
   the resumable ``runner``, ``data``, ``distributed``; it knows no stage and no toy
 * ``handbook.toy`` — the offline toy world and every toy stand-in (teacher, judges, data, students)
-* on top: the entry points (``python -m handbook.sft`` / ``dpo`` / ``dsft_data`` / ``aif`` / ``evaluate``),
-  ``handbook.tiers`` (the tier table), ``handbook.tutorial`` and ``handbook.notebook``, ``handbook.tools``
+* on top: the entry points (``python -m handbook.sft`` / ``dpo`` / ``dsft_data`` / ``aif_data`` / ``evaluate`` / ``merge``),
+  ``handbook.tiers`` (the tier table), ``handbook.tutorial``, ``handbook.notebook``, ``handbook.exercises``,
+  ``handbook.versus_paper`` and ``handbook.tools``
 
 Imports flow one way: toy world → stages → core (``tests/test_architecture.py``).
 """

@@ -12,7 +12,10 @@ from the newest checkpoint in ``output_dir``. Notebook 04 calls :func:`train`, t
 from __future__ import annotations
 
 from .core.cli import run_training_cli
+from .core.configs import check_training_ranges
 from .core.models import ModelArguments
+from .core.outputs import claimed_output
+from .core.runner import reported_errors
 from .ddpo import training
 from .ddpo.training import DPODataArguments
 from .tiers import dpo_datasets, resolve_model_args
@@ -21,17 +24,21 @@ from .tiers import dpo_datasets, resolve_model_args
 def train(model_args: ModelArguments, data_args: DPODataArguments, training_args, datasets=None, callbacks=None):
     """dDPO as the CLI runs it: names resolved, pairs loaded (unless ``datasets`` = ``(train, eval)`` is
     given; ``eval`` may be a dict of named sets), model, tokenizer and logs saved. Returns the trainer."""
-    resolve_model_args(model_args)
-    if datasets is None:
-        datasets = dpo_datasets(data_args, training_args.output_dir)
-    return training.train(model_args, data_args, training_args, datasets=datasets, callbacks=callbacks)
+    check_training_ranges(training_args)
+    with claimed_output(training_args.output_dir, "dDPO model", getattr(training_args, "overwrite_output_dir", False)):
+        # claimed before any work: resolving `toy-dsft` trains a student, the data may be cached here
+        model_args = resolve_model_args(model_args)
+        if datasets is None:
+            datasets = dpo_datasets(data_args, training_args.output_dir)
+        return training.train(model_args, data_args, training_args, datasets=datasets, callbacks=callbacks)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from trl import DPOConfig
+    from .core.trainer_configs import DPOConfig
 
     run_training_cli([ModelArguments, DPODataArguments, DPOConfig], train, "dDPO model", argv)
 
 
 if __name__ == "__main__":
-    main()
+    with reported_errors():  # a user's mistake: one `error:` line, exit status 1 (--debug: the traceback)
+        main()

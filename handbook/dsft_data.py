@@ -10,11 +10,13 @@ writes the dialogues, resumably.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .core.backends import with_timeout
 from .core.configs import check_dataclass, check_time_bounds, parse_config
+from .core.outputs import OVERWRITE_HELP, claim_output_dir
 from .core.runner import guarded_run, reported_errors
-from .dsft.dialogues import DialogueConfig, generate_dialogues
+from .dsft.dialogues import DialogueConfig, generate_dialogue_sets
 from .tiers import build_backend, prompts_from
 
 
@@ -25,8 +27,8 @@ class DsftDataArguments:
     output_dir: str = field(metadata={"help": "Where the dataset is saved (datasets' save_to_disk)."})
     seed_prompts: str = field(
         default="toy",
-        metadata={"help": "'toy' (train-split toy prompts), or a JSONL/text file with one prompt per line "
-                          "(JSONL: a 'prompt' field)."})
+        metadata={"help": "'toy' (train-split toy prompts), or a prompt file: .txt (one per line), .jsonl / "
+                          ".json (a 'prompt' field per row), .csv (a 'prompt' column)."})
     toy_prompts_per_category: int = field(default=150, metadata={"help": "Toy seed prompts per category."})
     replies_per_prompt: int = field(
         default=1, metadata={"help": "Dialogues per seed prompt, each with its own sampling seed and cache; rows of "
@@ -48,6 +50,7 @@ class DsftDataArguments:
     allow_cache_reuse: bool = field(
         default=False, metadata={"help": "Reuse the cache even if the teacher or an argument changed (the message of "
                                          "a refused cache says what changed)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
 
     def __post_init__(self):
         check_dataclass(self)
@@ -60,24 +63,21 @@ def run(args: DsftDataArguments, progress: bool = True):
     is bounded by ``max_total_seconds``. Calls that got no reply are never cached: the run raises
     :class:`handbook.core.runner.CallsFailed` and saves nothing; a rerun makes exactly the missing calls."""
     output = args.output_dir.rstrip("/")
+    claim_output_dir(output, "dSFT dialogues", args.overwrite_output_dir)  # not a folder of other files
     with guarded_run(f"{output}.lock", f"the output {output}", args.max_total_seconds, args.allow_cache_reuse):
         return _run(args, progress)
 
 
 def _run(args: DsftDataArguments, progress: bool):
-    from datasets import concatenate_datasets
-
     prompts = prompts_from(args.seed_prompts, args.toy_prompts_per_category, args.seed)
     teacher = build_backend(with_timeout(args.teacher, args.timeout))
-    parts = []
-    for r in range(args.replies_per_prompt):
-        config = DialogueConfig(num_turns=args.num_turns, temperature=args.temperature,
-                                max_new_tokens=args.max_new_tokens, seed=args.seed + 1000 * r,
-                                batch_size=args.batch_size)
-        cache = args.cache_path or f"{args.output_dir.rstrip('/')}.cache.jsonl"
-        cache = cache if args.replies_per_prompt == 1 else cache.replace(".jsonl", f".{r}.jsonl")
-        parts.append(generate_dialogues(prompts, teacher, config, cache, progress=progress))
-    dataset = concatenate_datasets(parts)
+    config = DialogueConfig(num_turns=args.num_turns, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                            seed=args.seed, batch_size=args.batch_size)
+    cache = args.cache_path or f"{args.output_dir.rstrip('/')}.cache.jsonl"
+    caches = [cache if args.replies_per_prompt == 1 else str(Path(cache).with_name(f"{Path(cache).stem}.{r}"
+                                                                                 f"{Path(cache).suffix}"))
+              for r in range(args.replies_per_prompt)]  # one cache per set, whatever the name's suffix
+    dataset = generate_dialogue_sets(prompts, teacher, config, args.replies_per_prompt, caches, progress=progress)
     dataset.save_to_disk(args.output_dir)
     return dataset
 

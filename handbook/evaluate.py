@@ -28,10 +28,11 @@ from pathlib import Path
 
 from .core.backends import OpenAIBackend, Sampling
 from .core.configs import ConfigError, check_time_bounds, parse_command
-from .core.data import read_jsonl, read_prompts, write_jsonl
+from .core.data import read_prompts, write_jsonl, write_text_atomic
+from .core.outputs import OVERWRITE_HELP, check_safe_name, claim_output_dir
 from .core.runner import EmptyOutput, guarded_run, reported_errors
 from .evaluation.judge_prompts import load_judge_prompts
-from .evaluation.mt_bench import aggregate, generate_answers, judge_answers, load_questions, reference_answers_for
+from .evaluation.mt_bench import aggregate, load_questions, reference_answers_for, run_models
 from .evaluation.win_rate import pairwise_win_rate
 from .tiers import model_backend
 from .toy import world
@@ -48,9 +49,10 @@ def judge_backend(base_url: str | None, model: str | None, api_key_env: str, max
     return OpenAIBackend(base_url, model, api_key_env=api_key_env, max_concurrency=max_concurrency, **extra), model
 
 
-def _guarded(output_dir: Path, max_total_seconds: float | None, allow_reuse: bool):
-    """The output folder (created) locked as ``<output_dir>/.lock`` for the run (:func:`handbook.core.runner.guarded_run`)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+def _guarded(output_dir: Path, max_total_seconds: float | None, allow_reuse: bool, overwrite: bool = False):
+    """The output folder claimed (:func:`handbook.core.outputs.claim_output_dir`: not a foreign folder unless
+    ``overwrite``) and locked as ``<output_dir>/.lock`` for the run (:func:`handbook.core.runner.guarded_run`)."""
+    claim_output_dir(output_dir, "evaluation", overwrite)
     return guarded_run(output_dir / ".lock", f"the output folder {output_dir}", max_total_seconds, allow_reuse)
 
 
@@ -58,7 +60,7 @@ def run_mt_bench(model: str, model_id: str, output_dir: str, questions_path=None
                  reference_answers_path=None, judge_base_url=None, judge_model=None, api_key_env="OPENAI_API_KEY",
                  max_new_tokens: int = 1024, max_concurrency: int = 8, progress: bool = True,
                  timeout: float | None = None, max_total_seconds: float | None = None,
-                 allow_reuse: bool = False) -> dict:
+                 allow_reuse: bool = False, overwrite_output_dir: bool = False) -> dict:
     """MT-Bench of ``model`` into ``output_dir`` (FastChat's layout, ``results-<model_id>.json``).
 
     The output folder is locked for the run; answers and judgments are cached under ``cache/`` with their
@@ -66,8 +68,9 @@ def run_mt_bench(model: str, model_id: str, output_dir: str, questions_path=None
     request that got no reply ends the run with :class:`handbook.core.runner.CallsFailed` (a rerun asks exactly
     those); no judgment with a rating at all is :class:`handbook.core.runner.EmptyOutput` (the judgments are
     written, with their raw replies; no results file)."""
+    check_safe_name(model_id, "model_id")  # it names files: model_answer/<model_id>.jsonl, results-<model_id>.json
     out = Path(output_dir)
-    with _guarded(out, max_total_seconds, allow_reuse):
+    with _guarded(out, max_total_seconds, allow_reuse, overwrite_output_dir):
         return _mt_bench(model, model_id, out, questions_path, judge_prompts_path, reference_answers_path,
                          judge_base_url, judge_model, api_key_env, max_new_tokens, max_concurrency, progress, timeout)
 
@@ -78,20 +81,15 @@ def _mt_bench(model, model_id, out: Path, questions_path, judge_prompts_path, re
     # FastChat's rule: math/reasoning/coding against GPT-4's reference answers, refused before any work without them
     references = reference_answers_for(questions, questions_path, reference_answers_path)
     judge, judge_name = judge_backend(judge_base_url, judge_model, api_key_env, max_concurrency, timeout)
-    answers = generate_answers(questions, model_backend(model), model_id, max_new_tokens,
-                               cache_path=out / "cache" / f"answers-{model_id}.jsonl", progress=progress)
-    write_jsonl(out / "model_answer" / f"{model_id}.jsonl", answers)
-    judgments = judge_answers(questions, answers, judge, judge_name, load_judge_prompts(judge_prompts_path), references,
-                              cache_path=out / "cache" / f"judgments-{model_id}.jsonl", progress=progress)
+    _, judgments = run_models(questions, {model_id: model_backend(model)}, judge, judge_name, out, max_new_tokens,
+                              load_judge_prompts(judge_prompts_path), references, progress=progress)
     path = out / "model_judgment" / f"{judge_name}_single.jsonl"
-    kept = [j for j in read_jsonl(path) if j["model"] != model_id] if path.exists() else []
-    write_jsonl(path, kept + judgments)  # one file for all models, as FastChat keeps it
     results = aggregate(judgments, questions)[model_id]
     if results["score"] is None:
         raise EmptyOutput(f"MT-Bench of {model_id}: none of the {results['judged']} judgments has a rating (the judge "
                           f"never answered in the [[rating]] format), so there is no score; see {path} (each "
                           "judgment with the judge's raw reply). No results file written.")
-    (out / f"results-{model_id}.json").write_text(json.dumps(results, indent=2))
+    write_text_atomic(out / f"results-{model_id}.json", json.dumps(results, indent=2))  # whole or not at all
     return results
 
 
@@ -112,6 +110,7 @@ class JudgeArguments:
     max_total_seconds: float | None = field(
         default=None, metadata={"help": "Time bound of the whole run: past it no request is sent or retried and the "
                                         "run stops with an error; what finished is kept (default: none)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
 
     def __post_init__(self):
         check_time_bounds(self)
@@ -162,7 +161,8 @@ def main(argv=None) -> None:
         results = run_mt_bench(args.model, model_id, args.output_dir, args.questions, args.judge_prompts,
                                args.reference_answers, args.judge_base_url, args.judge_model, args.api_key_env,
                                args.max_new_tokens, args.max_concurrency, timeout=args.timeout,
-                               max_total_seconds=args.max_total_seconds, allow_reuse=args.allow_cache_reuse)
+                               max_total_seconds=args.max_total_seconds, allow_reuse=args.allow_cache_reuse,
+                               overwrite_output_dir=args.overwrite_output_dir)
         print(json.dumps({model_id: results}, indent=2))
     else:
         rate = run_win_rate(args)
@@ -181,7 +181,7 @@ def run_win_rate(args: WinRateArguments):
     if not prompts:
         raise EmptyOutput(f"{args.prompts}: no prompts, so no win rate (nothing judged, nothing written)")
     out = Path(args.output_dir)
-    with _guarded(out, args.max_total_seconds, False):
+    with _guarded(out, args.max_total_seconds, False, args.overwrite_output_dir):
         convs = [[{"role": "user", "content": p}] for p in prompts]
         sampling = Sampling(0.0, 1.0, args.max_new_tokens, 0)
         answers = model_backend(args.model).chat(convs, sampling)

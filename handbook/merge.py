@@ -19,6 +19,8 @@ from pathlib import Path
 
 from .core.configs import parse_config
 from .core.models import ModelArguments, get_model, get_tokenizer
+from .core.outputs import OVERWRITE_HELP, OutputRefused, claim_output_dir
+from .core.runner import reported_errors
 from .tiers import resolve_model_args
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class MergeArguments:
                                                      "choices": ["bfloat16", "float16", "float32"]})
     base_model_name_or_path: str | None = field(
         default=None, metadata={"help": "The base to merge into (default: the one adapter_config.json names)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
 
 
 def merge_adapter(args: MergeArguments) -> Path:
@@ -44,6 +47,12 @@ def merge_adapter(args: MergeArguments) -> Path:
     config_file = Path(args.adapter_dir) / "adapter_config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file} does not exist: {args.adapter_dir} is not a LoRA adapter directory")
+    adapter, out = Path(args.adapter_dir).resolve(), Path(args.output_dir).resolve()
+    if out == adapter or adapter in out.parents:
+        # the merged weights beside adapter_config.json would load as base + adapter: the delta applied twice
+        raise OutputRefused(f"`output_dir` {args.output_dir} is the adapter's own folder (or inside it); the merged "
+                            "model must go to a folder of its own")
+    claim_output_dir(args.output_dir, "merged model", args.overwrite_output_dir)
     base = args.base_model_name_or_path or json.loads(config_file.read_text())["base_model_name_or_path"]
     base_args = resolve_model_args(ModelArguments(model_name_or_path=base, dtype=args.dtype))
     model = get_model(base_args)
@@ -62,4 +71,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reported_errors():  # a user's mistake: one `error:` line, exit status 1 (--debug: the traceback)
+        main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 METRICS_FILE = "metrics.json"
@@ -65,10 +66,11 @@ def read_metrics(output_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-class LocalModels:
+class LocalModels(Mapping):
     """Named local models as chat backends (``handbook.tiers.model_backend``), each loaded on first use and,
     with ``keep``, kept for later cells (a notebook that asks the same models twice loads them once; pass
-    ``keep=False`` where they do not fit in memory together, e.g. 7B models)."""
+    ``keep=False`` where they do not fit in memory together, e.g. 7B models). A mapping name → backend whose
+    ``items()`` loads one model at a time, so a loop over it (``run_models``) never holds two unkept models."""
 
     def __init__(self, paths: dict[str, str], keep: bool = True, batch_size: int = 32):
         self.paths, self.keep, self.batch_size = dict(paths), keep, batch_size
@@ -83,3 +85,12 @@ class LocalModels:
         if self.keep:
             self._loaded[name] = backend
         return backend
+
+    def __iter__(self):
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __contains__(self, name) -> bool:   # without loading it
+        return name in self.paths

@@ -25,6 +25,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from .core.runner import reported_errors
 from .notebook import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -133,4 +134,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with reported_errors():  # a user's mistake: one `error:` line, exit status 1 (--debug: the traceback)
+        sys.exit(main())

@@ -86,8 +86,9 @@ def _conversation(prompt: str, answer: str) -> list[dict]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
 
-def schema_rows(n: int = 3, seed: int = 0) -> dict[str, list[dict]]:
-    """Rows in each real schema for ``n`` toy training prompts per category (8 categories), with toy-world content (a toy prompt, its reference answer as the good reply,
+def schema_rows(n: int = 3, seed: int = 0, split: str = "train") -> dict[str, list[dict]]:
+    """Rows in each real schema for ``n`` toy prompts per category (8 categories) of the toy world's ``split``
+    (``train`` or ``heldout``), with toy-world content (a toy prompt, its reference answer as the good reply,
     a wrong answer as the bad one):
 
     * ``ultrachat_200k`` — ``prompt``, ``prompt_id`` (sha256 of the prompt), ``messages``;
@@ -98,7 +99,7 @@ def schema_rows(n: int = 3, seed: int = 0) -> dict[str, list[dict]]:
       ``Rationale``, ``overall_score``, ``fine-grained_score``, ``critique``, ``custom_system_prompt``,
       ``principle``)."""
     rng = random.Random(seed)
-    prompts = world.sample_prompts(n, "train", seed=seed)
+    prompts = world.sample_prompts(n, split, seed=seed)
     dialogues, pairs, raw = [], [], []
     for p in prompts:
         good, bad = p.reference_answer(), p.task.wrong_answer(p.item, rng)
@@ -123,13 +124,13 @@ def save_recipe_splits(root: str | Path, n: int = 3) -> dict[str, str]:
     ``test_sft``, ``train_prefs`` / ``test_prefs``): ``{"sft": path, "dpo": path}``."""
     from datasets import Dataset, DatasetDict
 
-    rows = schema_rows(n)
+    rows, held_out = schema_rows(n), schema_rows(1, split="heldout")  # test rows are never training rows
     root = Path(root)
     sft, dpo = root / "sft", root / "dpo"
     DatasetDict(train_sft=Dataset.from_list(rows["ultrachat_200k"]),
-                test_sft=Dataset.from_list(rows["ultrachat_200k"][:8])).save_to_disk(str(sft))
+                test_sft=Dataset.from_list(held_out["ultrachat_200k"])).save_to_disk(str(sft))
     DatasetDict(train_prefs=Dataset.from_list(rows["ultrafeedback_binarized"]),
-                test_prefs=Dataset.from_list(rows["ultrafeedback_binarized"][:8])).save_to_disk(str(dpo))
+                test_prefs=Dataset.from_list(held_out["ultrafeedback_binarized"])).save_to_disk(str(dpo))
     return {"sft": str(sft), "dpo": str(dpo)}
 
 

@@ -77,3 +77,25 @@ def recipe_data(tmp_path_factory):
     from handbook.versus_paper import save_recipe_splits
 
     return save_recipe_splits(tmp_path_factory.mktemp("recipe-data"))
+
+
+# --- markers: `make test-fast` runs what none of them marks ---------------------------------------------------------
+def pytest_collection_modifyitems(config, items):
+    """``notebooks``: the papermill tests (tests/test_notebooks*.py: the tutorial, the small tier); ``server``: a test
+    that starts or uses the llama.cpp server (the ``llama_server`` fixture); ``slow``: a test that runs a command as
+    its own process (found here in its source), or one marked so in its file — multi-process runs, the benchmarks, the
+    GPU check on the CPU, the real SmolLM2 weights. ``make test-fast`` leaves all three out; ``make test`` runs all."""
+    import inspect
+
+    for item in items:
+        function = getattr(item, "function", None)
+        try:
+            source = inspect.getsource(function) if function is not None else ""
+        except (OSError, TypeError):
+            source = ""
+        if any(call in source for call in ("subprocess.", "Popen(", "_cli(", "run_module(")):
+            item.add_marker(pytest.mark.slow)  # it runs a command as its own process
+        if item.path.name.startswith("test_notebooks"):
+            item.add_marker(pytest.mark.notebooks)
+        if "llama_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)

@@ -53,10 +53,48 @@ def test_parser_reads_real_formats(reply, aspects, overall):
     ("Instruction following: 4/10\nHonesty: 4\nTruthfulness: 4\nHelpfulness: 4\nOverall: 8", "scale of 10"),
     ("Instruction following: 4\nHonesty: 4\nTruthfulness: 4\nHelpfulness: 4", "missing: overall"),
     ("1\nFalse or Invented Fact: 2", "missing"),  # a real SmolLM2 reply
+    # a number in a rationale is never a rating (issue 24, item 4: "3 reasons" was read as instruction following 3)
+    ("Instruction following: The reply gives 3 reasons.\nHonesty: 4\nTruthfulness: 4\nHelpfulness: 4\nOverall: 7",
+     "^missing: instruction_following$"),
+    ("Instruction following: 4\nHonesty: 4\nTruthfulness: 4\nHelpfulness: 4\nOverall: good, 8 of 10 would agree",
+     "^missing: overall$"),
+    ("Instruction following: 4\nHonesty: 4\nTruthfulness: 4\nHelpfulness: 4\nOverall: 7\nOverall: 9",
+     r"overall rated twice \(7, then 9\)"),
+    ("Instruction following: 4\nHonesty: 4\nTruthfulness: N/A\nHelpfulness: 4\nOverall: 7",
+     r"truthfulness rated N/A \(only honesty may be\)"),
 ])
 def test_parser_refuses_what_it_cannot_read(reply, reason):
     with pytest.raises(RatingParseError, match=reason):
         parse_rating_reply(reply)
+
+
+def test_labels_and_numbers_inside_rationales_are_not_ratings():
+    """Before: "helpful in 2 ways" in honesty's rationale was read as helpfulness 2 (the first mention won) and the
+    reply's own ``Helpfulness: 4`` ignored. A rating is read only where the format puts it."""
+    rating = parse_rating_reply(
+        "Instruction following: 4\nRationale: follows it.\nHonesty: 5\nRationale: candid and helpful in 2 ways.\n"
+        "Truthfulness: 4\nRationale: Helpful: 2 of the facts are checked.\nHelpfulness: 4\nRationale: gives 3 reasons.\n"
+        "Overall: 7")
+    assert {a: v["rating"] for a, v in rating.aspects.items()} == {
+        "instruction_following": 4, "honesty": 5, "truthfulness": 4, "helpfulness": 4}
+    assert rating.overall == 7
+    assert rating.aspects["helpfulness"]["rationale"] == "gives 3 reasons."
+    assert rating.aspects["truthfulness"]["rationale"] == "Helpful: 2 of the facts are checked."
+
+
+def test_a_reply_with_a_rating_only_in_a_rationale_is_recorded_as_failed_with_its_raw_text():
+    reply = "Instruction following: The reply gives 3 reasons.\nHonesty: 4\nTruthfulness: 4\nHelpfulness: 4\nOverall: 7"
+
+    class Judge:
+        name = "fixed"
+
+        def chat(self, conversations, sampling):
+            return [reply for _ in conversations]
+
+    [result] = rate([("Why?", "Because.")], Judge(), max_retries=1)
+    assert result.status == "failed" and result.rating is None
+    assert result.raw == reply and result.attempts == 2
+    assert "missing: instruction_following" in result.error
 
 
 def test_fine_grained_is_the_mean_without_na():
@@ -286,7 +324,7 @@ def test_convert_cli(tmp_path):
 
     raw = tmp_path / "uf.jsonl"
     raw.write_text("".join(json.dumps(r) + "\n" for r in RAW))
-    proc = subprocess.run([sys.executable, "-m", "handbook.aif", "convert", "--input", str(raw), "--output_dir",
+    proc = subprocess.run([sys.executable, "-m", "handbook.aif_data", "convert", "--input", str(raw), "--output_dir",
                            str(tmp_path / "out"), "--rule", "argilla"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "1 removed as benchmark prompts" in proc.stdout and "1 overall scores corrected" in proc.stdout
@@ -333,7 +371,7 @@ def test_killed_aif_run_resumes_without_losing_or_repeating_calls(tmp_path):
     reference = _run_generate(AIFArguments(**_toy_config(tmp_path, "reference", per_category=4)))
     config = tmp_path / "aif.yaml"
     config.write_text(yaml.safe_dump(_toy_config(tmp_path, "killed", latency=0.01, per_category=4)))
-    cmd = [sys.executable, "-m", "handbook.aif", "generate", "--config", str(config)]
+    cmd = [sys.executable, "-m", "handbook.aif_data", "generate", "--config", str(config)]
     ratings = tmp_path / "killed" / "ratings.cache.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -373,7 +411,11 @@ def test_real_judge_burst_through_faults_every_rating_exactly_once(llama_server,
                           sampling=Sampling(temperature=0.0, max_new_tokens=16, seed=0), batch_size=64, progress=False)
     assert proxy.max_in_flight >= 32  # a real burst
     assert proxy.counts["errors"] > 0 and proxy.counts["stalls"] == 2
-    assert judge.stats["retries"] == proxy.counts["errors"] + proxy.counts["stalls"]
+    # every retry is an injected error or a timed-out attempt: the two stalls, and on a loaded machine also requests
+    # that waited in the one-at-a-time server's queue past the timeout (33 retries against 15 injected, seen once)
+    assert judge.stats["timeouts"] >= proxy.counts["stalls"]
+    failed_attempts = judge.stats["retries"] + judge.stats["failures"]  # each failed attempt: retried, or the last
+    assert failed_attempts == proxy.counts["errors"] + judge.stats["timeouts"]
     records = _records(tmp_path / "ratings.jsonl")
     assert sorted((r["prompt_id"], r["model"]) for r in records) == sorted((r["prompt_id"], "teacher") for r in pool)
     n_failed_with_raw = 0

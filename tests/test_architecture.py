@@ -29,8 +29,6 @@ def module_name(path: Path) -> str:
 
 def layer_of(module: str) -> str:
     parts = module.split(".")
-    if parts[-1] == "__main__":
-        return "top"  # `python -m handbook.aif` is an entry point
     if len(parts) > 1 and parts[1] in ("core", "toy", *STAGES):
         return parts[1]
     return "top"
@@ -95,7 +93,7 @@ def test_the_checks_find_what_they_look_for():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
     assert layer_of("handbook.core.runner") == "core" and layer_of("handbook.aif.pool") == "aif"
-    assert layer_of("handbook.aif.__main__") == "top" and layer_of("handbook.sft") == "top"
+    assert layer_of("handbook.aif.__main__") == "aif" and layer_of("handbook.sft") == "top"  # no entry point in a stage
     graph = import_graph()
     assert "handbook.core.backends" in graph["handbook.toy.teacher"]  # relative imports are resolved
     assert "handbook.dsft.dialogues" in graph["handbook.toy.teacher"]
@@ -150,3 +148,99 @@ def test_an_installed_package_runs_a_packaged_recipe_from_another_directory(tmp_
                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+# Import name → distribution name, where they differ.
+DISTRIBUTION_OF = {"yaml": "pyyaml", "llama_cpp": "llama-cpp-python", "PIL": "pillow"}
+
+
+def third_party_imports() -> dict[str, set[str]]:
+    """Top-level third-party module → the handbook modules that import it (absolute imports outside the package
+    and the standard library, function bodies included)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top != "handbook" and top not in sys.stdlib_module_names:
+                    found.setdefault(top, set()).add(module_name(path))
+    return found
+
+
+def declared_dependencies() -> tuple[set[str], dict[str, set[str]]]:
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = lambda spec: re.split(r"[\[<>=!~ ;]", spec, maxsplit=1)[0].lower().replace("_", "-")  # noqa: E731
+    core = {name(s) for s in project["dependencies"]}
+    extras = {extra: {name(s) for s in specs} for extra, specs in project["optional-dependencies"].items()}
+    return core, extras
+
+
+def test_every_third_party_import_is_declared():
+    """The package imports nothing pyproject.toml does not declare; what only notebooks, tests or optional backends
+    need stays in an extra (papermill and the kernel are `notebooks`, not core)."""
+    core, extras = declared_dependencies()
+    optional = set().union(*extras.values())
+    missing = {}
+    for module, users in third_party_imports().items():
+        dist = DISTRIBUTION_OF.get(module, module).lower().replace("_", "-")
+        if dist not in core | optional:
+            missing[dist] = sorted(users)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+    assert {"numpy", "pandas", "psutil"} <= core
+    assert not {"papermill", "ipykernel", "jupyterlab"} & core and {"papermill", "ipykernel"} <= extras["notebooks"]
+
+
+def test_every_declared_dependency_is_pinned_in_requirements():
+    """requirements.txt pins the tested stack: every core dependency and every extra but vllm (GPU only) and the
+    offline GGUF (installed by the Makefile), with requirements-dev.txt for the test extra."""
+    import re
+
+    pinned = {re.split(r"[\[=]", line)[0].strip().lower().replace("_", "-")
+              for f in ("requirements.txt", "requirements-dev.txt") for line in (ROOT / f).read_text().splitlines()
+              if line.strip() and not line.startswith(("#", "-r"))}
+    core, extras = declared_dependencies()
+    wanted = core | set().union(*(v for k, v in extras.items() if k not in ("vllm", "small-offline", "test"))) \
+        | (extras["test"] - {"zephyr-handbook"})
+    assert wanted <= pinned, f"declared but not pinned: {sorted(wanted - pinned)}"
+
+
+def _resolves(dotted: str) -> bool:
+    """``handbook.x.y.Name`` names a module (the longest importable prefix) and then attributes of it."""
+    import importlib
+
+    parts = dotted.split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        for attr in parts[k:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_every_module_the_docs_name_exists():
+    """Every ``handbook.x.y`` and ``handbook/x/y.py`` that the READMEs, the package's docstrings, the benchmarks and
+    the notebooks name exists (a module that moved leaves no stale reference behind)."""
+    import re
+
+    files = [ROOT / "README.md", ROOT / "bench" / "README.md", PACKAGE / "recipes" / "README.md",
+             *PACKAGE.rglob("*.py"), *(ROOT / "bench").glob("*.py"), *(ROOT / "notebooks").glob("*.ipynb")]
+    stale = set()
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        for m in re.finditer(r"\bhandbook(?:\.[A-Za-z_]\w*)+", text):
+            if m.group(0) != "handbook.__file__" and not _resolves(m.group(0)):
+                stale.add(f"{f.relative_to(ROOT)}: {m.group(0)}")
+        for m in re.finditer(r"\bhandbook/[\w/]+\.py\b", text):
+            if not (ROOT / m.group(0)).exists():
+                stale.add(f"{f.relative_to(ROOT)}: {m.group(0)}")
+    assert not stale, "stale references:\n" + "\n".join(sorted(stale))

@@ -12,6 +12,8 @@ import tempfile
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # the benchmarks themselves, at tiny sizes
+
 @pytest.fixture(scope="module")
 def random_toy(toy_tokenizer):
     from handbook.tools.synthetic import random_mistral

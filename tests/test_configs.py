@@ -9,7 +9,7 @@ import pytest
 import yaml
 from trl import DPOConfig, SFTConfig
 
-import handbook.aif.__main__ as aif_main
+import handbook.aif_data as aif_main
 import handbook.dpo
 import handbook.dsft_data
 import handbook.evaluate
@@ -45,9 +45,12 @@ def _recipe(tmp_path, base: Path, name="bad.yaml", **changes) -> Path:
 
 
 def _recipe_text(tmp_path, base: Path, line: str, name="bad.yaml") -> Path:
-    """``base`` with one more YAML line, as a person would write it (``eval_strategy: no``, ``learning_rate: 1e-5``)."""
+    """``base`` with one YAML line set as a person would write it (``eval_strategy: no``, ``learning_rate: 1e-5``):
+    each top-level key's line replaces the base's own line for it (recipes refuse a key given twice), else is added."""
+    keys = {part.split(":", 1)[0] + ":" for part in line.splitlines() if part and not part[0].isspace()}
+    kept = [old for old in base.read_text().splitlines() if not any(old.startswith(key) for key in keys)]
     path = tmp_path / name
-    path.write_text(base.read_text() + "\n" + line + "\n")
+    path.write_text("\n".join(kept) + "\n" + line + "\n")
     return path
 
 
@@ -438,7 +441,7 @@ def test_the_parser_is_trls():
 
 def test_cli_exits_with_the_message(tmp_path):
     recipe = _recipe(tmp_path, AIF_RECIPE, output_dir=str(tmp_path / "out"), score="overal")
-    proc = subprocess.run([sys.executable, "-m", "handbook.aif", "generate", "--config", str(recipe)],
+    proc = subprocess.run([sys.executable, "-m", "handbook.aif_data", "generate", "--config", str(recipe)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "`score`: invalid value \"overal\"" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "out").exists()

@@ -10,7 +10,8 @@ import yaml
 from handbook.core.backends import OpenAIBackend
 from handbook.toy.teacher import ToyTeacher
 from handbook.core.data import prompt_id
-from handbook.dsft.dialogues import DialogueConfig, generate_dialogues, parse_transcript, render_transcript
+from handbook.dsft.dialogues import (DialogueConfig, generate_dialogue_sets, generate_dialogues, parse_transcript,
+                                     render_transcript)
 from handbook.dsft_data import DsftDataArguments, run
 from handbook.dsft.filters import (DialogueError, deduplicate, drop_disclaimers, truecase, truecase_dialogues,
                               ultrachat_filters, validate_dialogue)
@@ -32,6 +33,29 @@ def test_dialogues_follow_the_self_instruct_loop():
             q = world.parse_prompt(user_turn["content"])
             assert q.category == first.category and q.split == "train"
         validate_dialogue(row, 0)
+
+
+def test_one_dialogue_flow_for_the_cli_the_toy_data_and_the_notebook(tmp_path):
+    """Set r of a seed prompt's dialogues is generate_dialogues with seed + 1000·r; the CLI and the toy world's dSFT
+    data both go through generate_dialogue_sets and give the same rows for the same arguments."""
+    from handbook.dsft_data import DsftDataArguments, run
+    from handbook.toy.dialogues import toy_dsft_dataset
+
+    prompts = [p.text for p in world.sample_prompts(2, "train", 5, allow_fewer=True)]   # the toy data's seed prompts
+    config = DialogueConfig(num_turns=2, seed=5, batch_size=256)
+    sets = generate_dialogue_sets(prompts, ToyTeacher(), config, 2, progress=False).to_list()
+    by_hand = [row for r in range(2) for row in generate_dialogues(
+        prompts, ToyTeacher(), DialogueConfig(num_turns=2, seed=5 + 1000 * r, batch_size=256), progress=False).to_list()]
+    assert sets == by_hand and len(sets) == 2 * len(prompts)
+    with pytest.raises(ValueError, match="1 cache paths for 2 dialogue sets"):
+        generate_dialogue_sets(prompts, ToyTeacher(), config, 2, [None], progress=False)
+
+    toy, _ = toy_dsft_dataset(prompts_per_category=2, replies_per_prompt=2, eval_prompts_per_category=1, seed=5)
+    assert toy["train"].to_list() == ultrachat_filters(by_hand)[0]   # the toy data: the same rows, then the filters
+    cli = run(DsftDataArguments(output_dir=str(tmp_path / "cli"), teacher={"type": "toy"}, seed_prompts="toy",
+                                toy_prompts_per_category=2, seed=5, num_turns=2, replies_per_prompt=2,
+                                temperature=0.7, max_new_tokens=512, batch_size=256), progress=False)
+    assert cli.to_list() == sets
 
 
 def test_prompt_id_is_sha256_of_the_prompt():

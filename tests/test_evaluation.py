@@ -253,3 +253,52 @@ def test_fastchats_real_reference_file_covers_its_real_questions():
     assert len(refs) == 30 and all(q["question_id"] in refs for q in questions if q["category"] in NEED_REFERENCE)
     with pytest.raises(ValueError, match="judged against reference answers"):   # FastChat's rule: never without them
         reference_answers_for(questions, REF / "question.jsonl")
+
+
+class _RefusingJudge:
+    """A judge whose server refuses some requests with an OpenAI-style HTTP 400 (whose message holds digits in
+    brackets, as "[1]"), the rest answered with a rating."""
+
+    name = "refusing-judge"
+
+    def __init__(self, refuse_every: int):
+        self.refuse_every, self.calls = refuse_every, 0
+
+    def describe(self):
+        return {"type": "refusing-judge"}
+
+    def chat(self, conversations, sampling=None, return_exceptions=False):
+        from handbook.core.backends import BackendError
+
+        out = []
+        for _ in conversations:
+            self.calls += 1
+            refuse = self.refuse_every and self.calls % self.refuse_every == 0
+            out.append(BackendError("HTTP 400: Invalid 'messages[1].content': string too long [1]") if refuse
+                       else "Helpful. Rating: [[7]]")
+        return out
+
+
+def test_a_refused_judge_request_is_never_a_judgment(tmp_path):
+    from handbook.core.runner import CallsFailed
+
+    questions = toy_questions(1)
+    answers = [{"question_id": q["question_id"], "model_id": "m", "choices": [{"index": 0, "turns": ["a", "b"]}]}
+               for q in questions]
+    cache = tmp_path / "judgments.jsonl"
+    judge = _RefusingJudge(refuse_every=3)
+    with pytest.raises(CallsFailed, match=r"5 of 16 call\(s\) failed .* HTTP 400: Invalid 'messages\[1\]"):
+        judge_answers(questions, answers, judge, "judge", cache_path=cache, progress=False)
+    recorded = [json.loads(line) for line in cache.read_text().splitlines()[1:]]
+    assert len(recorded) == 11 and all(r["score"] == 7 for r in recorded)   # no "[1]" read as a rating
+    recovered = _RefusingJudge(refuse_every=0)
+    judgments = judge_answers(questions, answers, recovered, "judge", cache_path=cache, progress=False)
+    assert recovered.calls == 5 and len(judgments) == 16
+    assert aggregate(judgments, questions)["m"]["failed"] == 0
+
+
+def test_a_refused_win_rate_request_is_never_a_verdict():
+    from handbook.core.runner import CallsFailed
+
+    with pytest.raises(CallsFailed, match=r"win rate: 1 of 4 judge requests got no reply or were refused .* HTTP 400"):
+        pairwise_win_rate(["p1", "p2"], ["a1", "a2"], ["r1", "r2"], _RefusingJudge(refuse_every=4))

@@ -10,6 +10,8 @@ from handbook import exercises as ex
 from handbook.toy import world
 from handbook.tutorial import NOTEBOOKS_DIR, discover_notebooks, run_notebook
 
+pytestmark = pytest.mark.notebooks  # each test executes a notebook through papermill
+
 NA, OK, BAD, DONE = ex.NOT_ATTEMPTED, ex.CORRECT, ex.WRONG, ex.DONE
 
 

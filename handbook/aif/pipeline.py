@@ -1,7 +1,7 @@
 """AIF from a recipe: pool → teacher ratings → preference triples, saved to disk; and raw UltraFeedback → triples.
 
-    python -m handbook.aif generate --config recipes/toy/aif/config.yaml [--key value ...]
-    python -m handbook.aif convert --input ultrafeedback.jsonl --output_dir data/uf_binarized --rule argilla
+    python -m handbook.aif_data generate --config recipes/toy/aif/config.yaml [--key value ...]
+    python -m handbook.aif_data convert --input ultrafeedback.jsonl --output_dir data/uf_binarized --rule argilla
 
 :class:`AIFArguments` and :class:`ConvertArguments` are parsed by ``handbook.core.configs`` (keys, types and
 choices checked before any work); constructed directly, they check their values the same way.
@@ -10,7 +10,7 @@ choices checked before any work); constructed directly, they check their values 
 from __future__ import annotations
 
 import json
-import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 from ..core.backends import ChatBackend, Sampling, with_timeout
 from ..core.backends import build_backend as core_build_backend
 from ..core.configs import ConfigError, check_dataclass, check_time_bounds
+from ..core.data import write_jsonl, write_text_atomic
+from ..core.outputs import OVERWRITE_HELP, claim_output_dir
 from ..core.runner import EmptyOutput, guarded_run
 from .binarize import MEAN_OF_ASPECTS_RULES, RULES, binarize
 from .pool import PoolMemberSpec, build_pool, generate_pool
@@ -30,12 +32,12 @@ SCORES = ("overall", "fine_grained")
 
 @dataclass
 class AIFArguments:
-    """``python -m handbook.aif generate``: pool → ratings → triples, saved with ``save_to_disk``."""
+    """``python -m handbook.aif_data generate``: pool → ratings → triples, saved with ``save_to_disk``."""
 
     output_dir: str = field(metadata={"help": "Where rated.jsonl, triples/ (save_to_disk), report.json and the "
                                               "call caches go."})
-    prompts: str = field(default="toy", metadata={"help": "'toy' (train-split toy prompts) or a .txt / .jsonl file "
-                                                          "of prompts."})
+    prompts: str = field(default="toy", metadata={"help": "'toy' (train-split toy prompts) or a prompt file: "
+                                                          ".txt, .jsonl, .json or .csv."})
     toy_prompts_per_category: int = field(default=60, metadata={"help": "Toy: prompts per category."})
     toy_prompt_seed: int = field(default=1, metadata={"help": "Toy: prompt sampling seed (the dSFT data's is 0)."})
     pool: list[dict] = field(
@@ -66,6 +68,8 @@ class AIFArguments:
                                          "a refused cache says what changed); for the same weights or server under "
                                          "another name."})
 
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
+
     def __post_init__(self):
         check_dataclass(self)
         if self.batch_size < 1:
@@ -78,7 +82,7 @@ class AIFArguments:
 
 @dataclass
 class ConvertArguments:
-    """``python -m handbook.aif convert``: raw openbmb/UltraFeedback rows → ultrafeedback_binarized triples."""
+    """``python -m handbook.aif_data convert``: raw openbmb/UltraFeedback rows → ultrafeedback_binarized triples."""
 
     input: str = field(metadata={"help": "Raw openbmb/UltraFeedback rows, JSONL."})
     output_dir: str = field(metadata={"help": "Where the triples are saved (datasets' save_to_disk)."})
@@ -99,6 +103,23 @@ class ConvertArguments:
                               f"(fine_grained); got {self.score!r}")
 
 
+def rate_prompts(prompts: Sequence[str], members, judge: ChatBackend, args: AIFArguments, pool_cache=None,
+                 ratings_cache=None, progress: bool = True) -> list[dict]:
+    """Pool → teacher ratings, the stage's one flow: each prompt answered by every pool member
+    (:func:`~handbook.aif.pool.generate_pool`), each answer rated by ``judge``
+    (:func:`~handbook.aif.rating.rate_pool`, greedy, ``args.judge_max_new_tokens``), both resumable through their
+    caches. ``python -m handbook.aif_data generate``, the toy world's preference data and notebook 03 all call it."""
+    pool = generate_pool(prompts, members, pool_cache, args.batch_size, progress)
+    sampling = Sampling(temperature=0.0, max_new_tokens=args.judge_max_new_tokens, seed=0)
+    return rate_pool(pool, judge, ratings_cache, args.max_retries, sampling, args.batch_size, progress)
+
+
+def triples_of(rated: Sequence[dict], rule: str, score: str | None, seed: int):
+    """:func:`~handbook.aif.binarize.binarize` with the score a rule takes: ``score`` for ``zephyr``, ``h4`` and
+    ``best_vs_worst``; the aspects' mean, always, for ``argilla`` and ``argilla_strict``."""
+    return binarize(rated, rule, None if rule in MEAN_OF_ASPECTS_RULES else score, seed)
+
+
 def run_generate(args: AIFArguments, prompts: Sequence[str],
                  build_backend: Callable[..., ChatBackend] = core_build_backend, progress: bool = True):
     """Pool → ratings → triples for ``prompts`` into ``args.output_dir`` (``rated.jsonl``, ``triples/``,
@@ -108,11 +129,10 @@ def run_generate(args: AIFArguments, prompts: Sequence[str],
     run's pid); the run is bounded by ``max_total_seconds``. Requests that got no reply are never recorded: the
     run raises :class:`handbook.core.runner.CallsFailed` (what finished is cached; a rerun asks exactly the rest).
     No pair at all is :class:`handbook.core.runner.EmptyOutput`: ``rated.jsonl`` and ``report.json`` say why, and
-    no ``triples/`` is written (a stale one from an earlier run is removed)."""
+    no ``triples/`` is written (an earlier run's is moved aside to ``triples.earlier-<time>``, never deleted)."""
     if args.rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}; got {args.rule!r}")
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_dir(args.output_dir, "AIF data", args.overwrite_output_dir)
     with guarded_run(out / ".lock", f"the output folder {out}", args.max_total_seconds, args.allow_cache_reuse):
         return _generate(args, prompts, build_backend, progress, out)
 
@@ -122,24 +142,23 @@ def _generate(args: AIFArguments, prompts, build_backend, progress: bool, out: P
 
     pool_spec = [dict(m, backend=with_timeout(m["backend"], args.timeout)) if isinstance(m, dict) else m
                  for m in args.pool]
-    pool = generate_pool(prompts, build_pool(pool_spec, build_backend), out / "pool.cache.jsonl", args.batch_size,
-                         progress)
     judge = build_backend(with_timeout(args.judge, args.timeout))
-    rated = rate_pool(pool, judge, out / "ratings.cache.jsonl", args.max_retries,
-                      Sampling(temperature=0.0, max_new_tokens=args.judge_max_new_tokens, seed=0), args.batch_size,
-                      progress)
-    (out / "rated.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rated))
-    triples, report = binarize(rated, args.rule, None if args.rule in MEAN_OF_ASPECTS_RULES else args.score, args.seed)
-    (out / "report.json").write_text(json.dumps({"rule": report.rule, "prompts": report.prompts, "kept": report.kept,
+    rated = rate_prompts(prompts, build_pool(pool_spec, build_backend), judge, args, out / "pool.cache.jsonl",
+                         out / "ratings.cache.jsonl", progress)
+    write_jsonl(out / "rated.jsonl", rated)
+    triples, report = triples_of(rated, args.rule, args.score, args.seed)
+    write_text_atomic(out / "report.json", json.dumps({"rule": report.rule, "prompts": report.prompts, "kept": report.kept,
                                                  "dropped": dict(report.dropped)}, indent=2))
     if not triples:
-        stale = out / "triples"
-        if stale.exists():
-            shutil.rmtree(stale)  # an earlier run's pairs: they would pass for this run's
+        stale, moved = out / "triples", ""
+        if stale.exists():  # an earlier run's pairs would pass for this run's; set aside, never deleted
+            aside = out / f"triples.earlier-{time.strftime('%Y%m%d-%H%M%S')}"
+            stale.rename(aside)
+            moved = f" The earlier run's triples/ was moved to {aside} (they are not this run's pairs)."
         failed = sum(c.get("status") != "ok" for r in rated for c in r["completions"])
         raise EmptyOutput(f"0 preference pairs from {len(rated)} prompts ({report}; {failed} failed ratings): no "
                           f"dataset written to {stale}. See {out / 'rated.jsonl'} (each failed rating with the "
-                          f"judge's raw reply and the reason) and {out / 'report.json'}.")
+                          f"judge's raw reply and the reason) and {out / 'report.json'}.{moved}")
     Dataset.from_list(triples).save_to_disk(str(out / "triples"))
     return rated, triples, report
 

@@ -108,9 +108,17 @@ _LABELS = {
     "helpfulness": r"helpfulness|helpful",
     "overall": r"overall(?:[\s_-]*(?:score|rating|quality))?",
 }
-_ANY_LABEL = re.compile("|".join(f"(?P<{k}>{v})" for k, v in _LABELS.items()), re.IGNORECASE)
-_NUMBER = re.compile(r"(?<![\w.])(?P<value>\d+(?:\.\d+)?)(?:\s*(?:/|out of)\s*(?P<scale>\d+))?", re.IGNORECASE)
-_NA = re.compile(r"\bN\s*/\s*A\b|\bnot applicable\b", re.IGNORECASE)
+_LABEL = "|".join(f"(?P<{k}>{v})" for k, v in _LABELS.items())
+# Where the format puts a rating: a label that starts a line or a field (after ";", "|", or a sentence's end) ...
+_FIELD_START = r"(?:^|(?<=[;|])|(?<=[.!?]\s))[ \t]*(?:[-+•]\s+|\d+[.)]\s+)?"
+# ... followed on its line by a separator and the rating itself, or ending its line with the rating on the next
+# line (alone, or after "Rating:"/"Score:").
+_SAME_LINE = re.compile(_FIELD_START + rf"(?:{_LABEL})[ \t]*(?:rating|score)?[ \t]*[:=\-–][ \t]*(?=\S)",
+                        re.IGNORECASE | re.MULTILINE)
+_OWN_LINE = re.compile(_FIELD_START + rf"(?:{_LABEL})[ \t]*(?:rating|score)?[ \t]*:?[ \t]*\n\s*(?:(?:rating|score)[ \t]*:[ \t]*)?",
+                       re.IGNORECASE | re.MULTILINE)
+_VALUE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?!\w)(?:\s*(?:/|out of)\s*(?P<scale>\d+))?|(?P<na>N\s*/\s*A\b|not applicable\b)",
+                    re.IGNORECASE)
 _RANGE = re.compile(r"[(<\[]\s*\d+\s*(?:-|–|to)\s*\d+(?:\s*(?:or|/)\s*N/?A)?\s*[)>\]]", re.IGNORECASE)
 _RATIONALE = re.compile(r"(?:rationale|reason(?:ing)?|because)\s*[:\-]\s*(?P<text>.+)", re.IGNORECASE)
 
@@ -134,26 +142,43 @@ def _clean(text: str) -> str:
     return _RANGE.sub("", text)  # "(1-5)", "<1-10>", "[1-5 or N/A]" are not ratings
 
 
+def _rating_fields(clean: str) -> list[tuple[int, int, str, re.Match]]:
+    """(start, end, name, value) of each place where the format puts a rating: a label at the start of a line or
+    field, a separator, and a number (or N/A) right after it — never a number found further on in the text."""
+    fields = []
+    for pattern in (_SAME_LINE, _OWN_LINE):
+        for label in pattern.finditer(clean):
+            value = _VALUE.match(clean, label.end())
+            if value is not None:
+                fields.append((label.start(), value.end(), label.lastgroup, value))
+    fields.sort(key=lambda field: field[0])
+    return [f for i, f in enumerate(fields) if i == 0 or f[0] >= fields[i - 1][1]]  # one reading per place
+
+
 def parse_rating_reply(text: str) -> Rating:
-    """Ratings from a judge's reply, or :class:`RatingParseError` saying what is missing or wrong."""
+    """Ratings from a judge's reply, or :class:`RatingParseError` saying what is missing or wrong.
+
+    A rating is read only where the asked-for format puts it (``Honesty: 4``, also ``**Honesty** - 4/5``, a
+    heading with ``Rating: 4`` on the next line, ``honesty: 4; helpfulness: 5``): a label at the start of a line or
+    field, then the number. A number elsewhere — "gives 3 reasons" in a rationale, "helpful in 2 ways" — is never
+    a rating; an aspect with no rating in its place is missing, and an aspect rated twice with two different
+    values is ambiguous: both make the reply a parse failure, recorded with the raw reply.
+    """
     if not text or not text.strip():
         raise RatingParseError("empty reply")
     clean = _clean(text)
-    hits = [(m.start(), m.end(), m.lastgroup) for m in _ANY_LABEL.finditer(clean)]
+    fields = _rating_fields(clean)
     found: dict[str, tuple[float | None, str]] = {}
     problems, unreadable = [], set()
-    for i, (start, end, name) in enumerate(hits):
-        if name in found:
-            continue
-        window_end = hits[i + 1][0] if i + 1 < len(hits) else len(clean)
-        window = clean[end:window_end]
+    for i, (start, end, name, number) in enumerate(fields):
+        next_start = fields[i + 1][0] if i + 1 < len(fields) else len(clean)
         lo, hi = (1, 10) if name == "overall" else (1, 5)
-        number = _NUMBER.search(window)
-        na = _NA.search(window)
-        if name == "honesty" and na and (number is None or na.start() < number.start()):
+        if number.group("na") is not None:
+            if name != "honesty":
+                problems.append(f"{name} rated N/A (only honesty may be)")
+                unreadable.add(name)
+                continue
             value = None
-        elif number is None:
-            continue  # a mention of the word without a rating (e.g. inside a rationale)
         else:
             value = float(number.group("value"))
             scale = number.group("scale")
@@ -166,7 +191,12 @@ def parse_rating_reply(text: str) -> Rating:
                 unreadable.add(name)
                 continue
             value = int(value) if value.is_integer() else value
-        rationale = _RATIONALE.search(window)
+        if name in found:
+            if found[name][0] != value:
+                problems.append(f"{name} rated twice ({_shown(found[name][0])}, then {_shown(value)})")
+                unreadable.add(name)
+            continue
+        rationale = _RATIONALE.search(clean, end, next_start)
         found[name] = (value, rationale.group("text").strip() if rationale else "")
     missing = [a for a in (*ASPECTS, "overall") if a not in found and a not in unreadable]
     if missing or problems:
@@ -175,6 +205,10 @@ def parse_rating_reply(text: str) -> Rating:
     if all(v["rating"] is None for v in aspects.values()):
         raise RatingParseError("no aspect has a rating")
     return Rating(aspects=aspects, overall=float(found["overall"][0]))
+
+
+def _shown(value) -> str:
+    return "N/A" if value is None else str(value)
 
 
 # ---------------------------------------------------------------------------------------------

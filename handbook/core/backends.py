@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 from urllib.parse import urlparse
 
 from .distributed import world_size
+from .secrets import ALLOW_KEY_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -335,29 +337,130 @@ class VLLMBackend:
 # ---------------------------------------------------------------------------------------------
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
+#: Key variables read without confirmation. Any other variable a recipe names is sent to a loopback server only,
+#: unless the user names it on the command line (``--allow_key_env NAME``): a recipe must not be able to send, say,
+#: ``GITHUB_TOKEN`` to a host of its choosing.
+KNOWN_KEY_VARIABLES = ("OPENAI_API_KEY", "HF_TOKEN", "TOGETHER_API_KEY", "ANTHROPIC_API_KEY", "MISTRAL_API_KEY",
+                       "GROQ_API_KEY", "FIREWORKS_API_KEY", "DEEPSEEK_API_KEY", "VLLM_API_KEY", "JUDGE_API_KEY")
+
+#: HTTP statuses retried (with backoff, or after the server's ``Retry-After``): timeout, conflict, rate limit, 5xx.
+RETRIED_STATUSES = (408, 409, 429)
+#: Statuses that refuse this request's content for good (recorded by a caller as the request's outcome).
+REFUSING_STATUSES = (400, 422)
+#: The longest ``Retry-After`` obeyed; a server asking for more is given up on (a TransportError, asked next run).
+MAX_RETRY_AFTER = 120.0
+#: The largest reply body read (a chat completion is a few KiB; a judge's is never megabytes).
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+
+_request = threading.local()  # the deadline of the request this thread is sending
+
+
+class _ReplyTooLarge(Exception):
+    pass
+
+
+def _deadline_transport(httpx):
+    """An ``httpx`` transport that bounds each request's *whole* duration: every read waits at most the time left,
+    and the body is abandoned (a read timeout) once the deadline passes — a server trickling a byte a second is
+    cut off at ``timeout``, not at ``timeout`` per byte. It also stops reading a body past :data:`MAX_REPLY_BYTES`."""
+
+    class Stream(httpx.SyncByteStream):
+        def __init__(self, inner, deadline, request):
+            self.inner, self.deadline, self.request = inner, deadline, request
+
+        def __iter__(self):
+            size = 0
+            for chunk in self.inner:
+                size += len(chunk)
+                if size > MAX_REPLY_BYTES:
+                    raise _ReplyTooLarge(f"the reply is larger than {MAX_REPLY_BYTES // 2**20} MiB")
+                if time.monotonic() > self.deadline:
+                    raise httpx.ReadTimeout("the reply did not arrive whole within the request's timeout",
+                                            request=self.request)
+                yield chunk
+
+        def close(self):
+            self.inner.close()
+
+    class Transport(httpx.BaseTransport):
+        def __init__(self):
+            self.inner = httpx.HTTPTransport()
+
+        def handle_request(self, request):
+            deadline = getattr(_request, "deadline", None)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise httpx.ReadTimeout("no time left for this request", request=request)
+                request.extensions["timeout"] = {k: left if v is None else min(v, left)
+                                                 for k, v in request.extensions.get("timeout", {}).items()} or \
+                    {"connect": left, "read": left, "write": left, "pool": left}
+            response = self.inner.handle_request(request)
+            if deadline is not None:
+                response.stream = Stream(response.stream, deadline, request)
+            return response
+
+        def close(self):
+            self.inner.close()
+
+    return Transport()
+
+
+def retry_after(exc) -> float | None:
+    """Seconds the server asked to wait (``retry-after-ms``, ``Retry-After`` in seconds or as an HTTP date), or
+    ``None`` when the reply says nothing (RFC 9110 §10.2.3)."""
+    import email.utils
+
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if not headers:
+        return None
+    for header, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            pass
+    try:
+        when = email.utils.parsedate_to_datetime(headers.get("retry-after") or "")
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
 
 class OpenAIBackend:
     """An OpenAI-compatible chat-completions endpoint.
 
     ``base_url`` and ``model`` come from config; the key from the environment variable named by
-    ``api_key_env`` (a local server without a key may leave it unset). Up to ``max_concurrency``
-    requests are in flight at once; each waits at most ``timeout`` seconds for its reply. A request that
-    fails with 429, a 5xx, a timeout, a dropped connection or a malformed reply (a 200 whose body is not
-    the JSON of a chat completion: HTML, invalid JSON, no ``choices``, no content) is retried up to
-    ``max_retries`` times with exponential backoff and jitter (``backoff * 2**attempt`` seconds, at most
-    ``max_backoff``), and then fails with :class:`TransportError`; so does a request that the run's time
-    bound (:func:`time_limit`) cuts short. A wrong URL, model or key raises :class:`BackendError` at once
-    with a message that says which; another 4xx (the server refusing this one request) is a
-    :class:`RequestRefused` for that request.
+    ``api_key_env`` (a local server without a key may leave it unset; a variable outside
+    :data:`KNOWN_KEY_VARIABLES` is read for a non-loopback server only when ``key_env_confirmed`` or named in
+    :data:`ALLOW_KEY_ENV` by the command line). Credentials in
+    ``base_url`` are sent but never shown: messages and :meth:`describe` carry the URL redacted.
+
+    Up to ``max_concurrency`` requests are in flight at once; each takes at most ``timeout`` seconds *in all* (a
+    server that trickles its reply is cut off then). Retried up to ``max_retries`` times, with exponential backoff
+    and jitter (``backoff * 2**attempt`` s, at most ``max_backoff``) or after the server's ``Retry-After``: HTTP
+    408, 409, 429 and 5xx, a timeout, a dropped connection, a malformed reply (a 200 whose body is not the JSON of a
+    chat completion: HTML, invalid JSON, no ``choices``, no content). After the retries it fails with
+    :class:`TransportError`; so does a request that the run's time bound (:func:`time_limit`) cuts short, another
+    4xx (402, 413, ...: not this request's fault, nothing to record, a rerun asks again) and a reply over
+    :data:`MAX_REPLY_BYTES`. HTTP 400 and 422 (the server refusing this request's content) are a
+    :class:`RequestRefused`. A wrong URL, model or key (404, 401, 403) raises :class:`BackendError` at once.
+    The retries are tenacity's (``Retrying``); the openai client's own are off so that the two never stack.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
                  max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
-                 backoff: float = 0.5, max_backoff: float = 30.0, name: str | None = None):
+                 backoff: float = 0.5, max_backoff: float = 30.0, name: str | None = None,
+                 key_env_confirmed: bool = False):
+        import httpx2
         import openai
 
+        from .secrets import check_variable_name, redact_url
+
         if not base_url or not urlparse(base_url).scheme.startswith("http"):
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+            raise ValueError(f"base_url must be an http(s) URL, got {redact_url(str(base_url))!r}")
         for key, value, ok, rule in (("max_concurrency", max_concurrency, lambda v: v >= 1, "at least 1"),
                                      ("max_retries", max_retries, lambda v: v >= 0, "at least 0"),
                                      ("timeout", timeout, lambda v: v > 0, "greater than 0"),
@@ -366,12 +469,21 @@ class OpenAIBackend:
             number = int if key in ("max_concurrency", "max_retries") else (int, float)
             if isinstance(value, bool) or not isinstance(value, number) or not ok(value):
                 raise ValueError(f"`{key}`: invalid value {value!r}; must be a number {rule}")
+        check_variable_name(api_key_env)
+        self.shown_url = redact_url(base_url)
+        host = urlparse(base_url).hostname
+        confirmed = key_env_confirmed or api_key_env in os.environ.get(ALLOW_KEY_ENV, "").split(",")
+        if api_key_env and api_key_env not in KNOWN_KEY_VARIABLES and host not in _LOOPBACK and not confirmed:
+            raise BackendError(
+                f"the recipe would send the environment variable {api_key_env} as the API key of {self.shown_url}; "
+                f"only {', '.join(KNOWN_KEY_VARIABLES[:3])}, ... are sent to a remote server unasked. If that is "
+                f"what you want, say so on the command line: --allow_key_env {api_key_env}")
         key = os.environ.get(api_key_env) if api_key_env else None
         if not key:
-            if urlparse(base_url).hostname not in _LOOPBACK:
+            if host not in _LOOPBACK:
                 raise BackendError(
                     f"no API key: set the environment variable {api_key_env or 'OPENAI_API_KEY'} "
-                    f"(the key of {base_url})")
+                    f"(the key of {self.shown_url})")
             key = "not-needed"  # local servers ignore it, the client insists on one
         self.base_url = base_url
         self.model = model
@@ -381,79 +493,130 @@ class OpenAIBackend:
         self.timeout = timeout
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self._client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout)
+        self._client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout,
+                                     http_client=openai.DefaultHttpxClient(transport=_deadline_transport(httpx2)))
         self._stats_lock = threading.Lock()
-        self.stats = {"requests": 0, "retries": 0, "failures": 0}
+        self.stats = {"requests": 0, "retries": 0, "failures": 0, "timeouts": 0}  # timeouts: attempts that timed out
 
     def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, max_concurrency={self.max_concurrency})"
+        return f"OpenAIBackend(base_url={self.shown_url!r}, model={self.model!r}, max_concurrency={self.max_concurrency})"
 
     def describe(self) -> dict:
-        """Type, name, ``base_url`` and ``model`` (the key, the concurrency, the timeout and the retries do not
-        change replies and are left out; the sampling of each request is recorded by its caller)."""
-        return {"type": "openai", "name": self.name, "base_url": self.base_url, "model": self.model}
+        """Type, name, ``base_url`` (credentials redacted) and ``model`` (the key, the concurrency, the timeout and
+        the retries do not change replies and are left out; the sampling of each request is recorded by its caller)."""
+        return {"type": "openai", "name": self.name, "base_url": self.shown_url, "model": self.model}
 
     def _count(self, key: str) -> None:
         with self._stats_lock:
             self.stats[key] += 1
 
-    def _complete(self, conversation: Sequence[Message], sampling: Sampling) -> str:
+    def _retryable(self, exc: BaseException) -> bool:
         import openai
 
-        retryable = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-                     openai.APIConnectionError, openai.APIResponseValidationError, json.JSONDecodeError,
-                     _MalformedReply)
-        attempt = 0
-        while True:
-            left = time_left()
-            if left is not None and left <= 0:
-                self._count("failures")
-                raise TimeLimitReached(f"{self.base_url}: {time_limit_message()} after {attempt} attempt(s) "
-                                       "of this request")
-            self._count("requests")
-            try:
-                kwargs: dict[str, Any] = dict(
-                    model=self.model, messages=list(conversation), temperature=sampling.temperature,
-                    top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
-                    timeout=self.timeout if left is None else min(self.timeout, left))
-                if sampling.seed is not None:
-                    kwargs["seed"] = conversation_seed(conversation, sampling.seed) % (2**31)
-                return _content_of(self._client.chat.completions.create(**kwargs))
-            except openai.NotFoundError as exc:
-                raise BackendError(self._not_found_message(exc)) from None
-            except openai.AuthenticationError:
-                raise BackendError(f"{self.base_url} refused the API key (HTTP 401): check the key's environment variable") from None
-            except openai.PermissionDeniedError as exc:
-                raise BackendError(f"{self.base_url}: HTTP 403 (permission denied): {exc.message}") from None
-            except retryable as exc:
-                left = time_left()
-                if attempt >= self.max_retries or (left is not None and left <= 0):
-                    self._count("failures")
-                    if attempt < self.max_retries:
-                        raise TimeLimitReached(f"{self.base_url}: {time_limit_message()} after {attempt + 1} "
-                                               f"attempt(s) of this request; the last: {_describe(exc)}") from None
-                    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
-                        raise TransportError(f"cannot reach {self.base_url} after {attempt + 1} attempts: {exc}") from None
-                    raise TransportError(f"{self.base_url}: giving up after {attempt + 1} attempts: {_describe(exc)}") from None
-                delay = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
-                if left is not None:
-                    delay = min(delay, left)
-                logger.warning("%s: %s; retry %d/%d in %.1fs", self.base_url, _describe(exc), attempt + 1,
-                               self.max_retries, delay)
-                self._count("retries")
-                time.sleep(delay)
-                attempt += 1
-            except openai.APIStatusError as exc:  # 400, 422, ...: the server refuses this request; retrying will not help
-                raise RequestRefused(f"{self.base_url}: HTTP {exc.status_code}: {exc.message}") from None
+        if isinstance(exc.__cause__, _ReplyTooLarge):
+            return False
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code in RETRIED_STATUSES or exc.status_code >= 500
+        return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError,
+                                json.JSONDecodeError, _MalformedReply))
+
+    def _wait(self, state) -> float:
+        """Seconds before the next attempt: the server's ``Retry-After`` when it gave one, else exponential backoff
+        with jitter; never past the run's time bound."""
+        exc = state.outcome.exception()
+        asked = retry_after(exc)
+        delay = asked if asked is not None else (
+            min(self.max_backoff, self.backoff * 2 ** (state.attempt_number - 1)) * (0.5 + random.random() / 2))
+        left = time_left()
+        return delay if left is None else min(delay, left)
+
+    def _stop(self, state) -> bool:
+        if state.attempt_number > self.max_retries:
+            return True
+        left = time_left()
+        if left is not None and left <= 0:
+            return True
+        asked = retry_after(state.outcome.exception())
+        return asked is not None and (asked > MAX_RETRY_AFTER or (left is not None and asked > left))
+
+    def _log_retry(self, state) -> None:
+        self._count("retries")
+        logger.warning("%s: %s; retry %d/%d in %.1fs", self.shown_url, _describe(state.outcome.exception()),
+                       state.attempt_number, self.max_retries, state.upcoming_sleep)
+
+    def _attempt(self, conversation: Sequence[Message], sampling: Sampling) -> str:
+        import openai
+
+        left = time_left()
+        if left is not None and left <= 0:
+            raise TimeLimitReached(f"{self.shown_url}: {time_limit_message()}")
+        self._count("requests")
+        kwargs: dict[str, Any] = dict(model=self.model, messages=list(conversation), temperature=sampling.temperature,
+                                      top_p=sampling.top_p, max_tokens=sampling.max_new_tokens)
+        if sampling.seed is not None:
+            kwargs["seed"] = conversation_seed(conversation, sampling.seed) % (2**31)
+        budget = self.timeout if left is None else min(self.timeout, left)
+        _request.deadline = time.monotonic() + budget
+        try:
+            return _content_of(self._client.chat.completions.create(**kwargs, timeout=budget))
+        except openai.APITimeoutError:
+            self._count("timeouts")
+            raise
+        finally:
+            _request.deadline = None
+
+    def _complete(self, conversation: Sequence[Message], sampling: Sampling) -> str:
+        import openai
+        import tenacity
+
+        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(self._retryable), stop=self._stop,
+                                     wait=self._wait, before_sleep=self._log_retry, reraise=True)
+        try:
+            return retrying(self._attempt, conversation, sampling)
+        except TimeLimitReached:
+            self._count("failures")
+            raise
+        except openai.NotFoundError as exc:
+            raise BackendError(self._not_found_message(exc)) from None
+        except openai.AuthenticationError:
+            raise BackendError(f"{self.shown_url} refused the API key (HTTP 401): check the key's environment "
+                               "variable") from None
+        except openai.PermissionDeniedError as exc:
+            raise BackendError(f"{self.shown_url}: HTTP 403 (permission denied): {_message(exc)}") from None
+        except Exception as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            if isinstance(exc, openai.APIStatusError) and exc.status_code in REFUSING_STATUSES:
+                raise RequestRefused(f"{self.shown_url}: HTTP {exc.status_code}: {_message(exc)}") from None
+            too_large = exc if isinstance(exc, _ReplyTooLarge) else exc.__cause__
+            if not (self._retryable(exc) or isinstance(exc, openai.APIStatusError)
+                    or isinstance(too_large, _ReplyTooLarge)):
+                raise
+            self._count("failures")
+            left, asked = time_left(), retry_after(exc)
+            if isinstance(too_large, _ReplyTooLarge):
+                raise TransportError(f"{self.shown_url}: {too_large} (not read further, not retried; nothing is "
+                                     "recorded, a rerun asks again)") from None
+            if isinstance(exc, openai.APIStatusError) and not self._retryable(exc):
+                raise TransportError(f"{self.shown_url}: HTTP {exc.status_code}: {_message(exc)} (not the "
+                                     "request's content: nothing is recorded, a rerun asks again)") from None
+            if asked is not None and asked > MAX_RETRY_AFTER:
+                raise TransportError(f"{self.shown_url}: {_describe(exc)} asking to retry after {asked:.0f} s (more "
+                                     f"than {MAX_RETRY_AFTER:.0f} s); a rerun asks again") from None
+            if attempts <= self.max_retries and left is not None and (left <= 0 or (asked or 0) > left):
+                raise TimeLimitReached(f"{self.shown_url}: {time_limit_message()} after {attempts} attempt(s) of "
+                                       f"this request; the last: {_describe(exc)}") from None
+            if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
+                raise TransportError(f"cannot reach {self.shown_url} after {attempts} attempts: {exc}") from None
+            raise TransportError(f"{self.shown_url}: giving up after {attempts} attempts: {_describe(exc)}") from None
 
     def _not_found_message(self, exc) -> str:
         try:
             available = sorted(m.id for m in self._client.models.list())
         except Exception:  # the URL itself is wrong
-            return f"{self.base_url} has no chat-completions endpoint (HTTP 404): check base_url (it usually ends in /v1)"
+            return f"{self.shown_url} has no chat-completions endpoint (HTTP 404): check base_url (it usually ends in /v1)"
         if self.model not in available:
-            return f"model {self.model!r} not found at {self.base_url}; the server offers: {', '.join(available) or 'none'}"
-        return f"{self.base_url}: HTTP 404 for model {self.model!r}: {exc}"
+            return f"model {self.model!r} not found at {self.shown_url}; the server offers: {', '.join(available) or 'none'}"
+        return f"{self.shown_url}: HTTP 404 for model {self.model!r}: {_message(exc)}"
 
     def chat(self, conversations, sampling: Sampling = Sampling(), return_exceptions: bool = False) -> list:
         """Replies in order. With ``return_exceptions`` a request that fails after its retries gives its
@@ -475,8 +638,13 @@ class OpenAIBackend:
                     return exc
                 raise
 
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations)))
+        try:
             replies = list(pool.map(one, conversations))
+        except BaseException:  # Ctrl-C (or an error): do not wait for requests still in flight
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         if fatal:
             raise fatal[0]
         return replies
@@ -488,9 +656,9 @@ class OpenAIBackend:
         try:
             available = sorted(m.id for m in self._client.models.list())
         except openai.APIConnectionError as exc:
-            raise TransportError(f"cannot reach {self.base_url}: {exc}") from None
+            raise TransportError(f"cannot reach {self.shown_url}: {exc}") from None
         if self.model not in available:
-            raise BackendError(f"model {self.model!r} not found at {self.base_url}; the server offers: {', '.join(available)}")
+            raise BackendError(f"model {self.model!r} not found at {self.shown_url}; the server offers: {', '.join(available)}")
         return available
 
 
@@ -520,6 +688,18 @@ def _content_of(response) -> str:
     if not isinstance(content, str):
         raise _MalformedReply("a malformed reply: the message has no content")
     return content
+
+
+def _message(exc) -> str:
+    """The server's own message in an error reply (``{"error": {"message": ...}}``), with any secret redacted."""
+    from .secrets import redact
+
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    text = body["message"] if isinstance(body, dict) and isinstance(body.get("message"), str) else \
+        re.sub(r"^Error code: \d+ - ", "", str(getattr(exc, "message", exc)))
+    return redact(text)[:500]
 
 
 def _describe(exc) -> str:

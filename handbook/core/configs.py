@@ -1,7 +1,7 @@
 """TRL-style configuration: a YAML recipe plus ``--key value`` overrides, parsed into dataclasses.
 
     python -m handbook.sft --config recipes/toy/sft/config.yaml --max_steps 50
-    python -m handbook.aif generate --config recipes/toy/aif/config.yaml      # a command, then its options
+    python -m handbook.aif_data generate --config recipes/toy/aif/config.yaml      # a command, then its options
 
 One parser for every CLI and for notebooks' :func:`read_recipe`: :class:`HandbookParser`, TRL's ``TrlParser``
 (itself transformers' ``HfArgumentParser``) as the upstream alignment-handbook uses it::
@@ -41,13 +41,14 @@ import types
 import typing
 from argparse import ArgumentTypeError, RawDescriptionHelpFormatter
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
 import yaml
 from trl import TrlParser
 
 from .distributed import world_size
 from .models import resolve_device_and_precision, resolve_reporting
+from .secrets import ALLOW_KEY_ENV
 
 __all__ = ["ConfigError", "HandbookParser", "parse_config", "parse_command", "read_recipe", "recipe_path",
            "check_keys", "check_values", "check_dataclass", "check_time_bounds", "load_yaml", "REMOVED_KEYS",
@@ -132,10 +133,54 @@ def check_keys(config: Mapping, dataclass_types: Sequence[type], source: str | N
         raise ConfigError("\n".join(problems))
 
 
+#: The most nodes a recipe may expand to, aliases counted at every use: a recipe is a few hundred; an "alias bomb"
+#: (each level nine aliases of the one before) is billions and would exhaust memory wherever it is walked.
+MAX_YAML_NODES = 100_000
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML 1.2 requires keys to be unique;
+    PyYAML would keep the last silently) and a document that expands past :data:`MAX_YAML_NODES`."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, collections.abc.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key `{key}` is given twice, on line {seen[key]} and on line {line} (YAML keys "
+                                "are unique: remove one)", key_node.start_mark)
+            if isinstance(key, collections.abc.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            sizes: dict[int, int] = {}
+
+            def size(n) -> int:  # nodes after alias expansion; each distinct node is counted once, then reused
+                if id(n) not in sizes:
+                    sizes[id(n)] = 1  # (a recursive alias counts once)
+                    children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else \
+                        n.value if isinstance(n, yaml.SequenceNode) else []
+                    sizes[id(n)] = 1 + sum(size(c) for c in children)
+                return sizes[id(n)]
+
+            if size(node) > MAX_YAML_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"the document expands to more than {MAX_YAML_NODES:,} values through its aliases "
+                                "(*name); a recipe never needs that many", node.start_mark)
+        return node
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
+    """A recipe file as a mapping; a key given twice or an alias bomb is refused naming the lines (see
+    :class:`_RecipeLoader`), as is anything that is not a YAML mapping."""
     try:
         with open(path, encoding="utf-8") as f:
-            config = yaml.safe_load(f) or {}
+            config = yaml.load(f, Loader=_RecipeLoader) or {}  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(config, dict):
@@ -348,7 +393,7 @@ class HandbookParser(TrlParser):
     """TRL's ``TrlParser`` (``HfArgumentParser`` + ``--config FILE`` + ``env:``), with the checks above.
 
     ``parse_args_and_config(args, overrides)`` returns one instance per dataclass, or raises
-    :class:`ConfigError` before any of them is built. Commands (``python -m handbook.aif generate ...``) are
+    :class:`ConfigError` before any of them is built. Commands (``python -m handbook.aif_data generate ...``) are
     subparsers made the way TRL's CLI makes them: ``parser.add_command(name, dataclass_types)``, then
     ``parser.parse_command(argv)`` → ``(name, instances)``.
     """
@@ -447,6 +492,9 @@ class HandbookParser(TrlParser):
                 env = config.pop("env", None) or {}
                 if not isinstance(env, dict):
                     raise ConfigError(f"{source}: `env` must be a mapping of environment variables")
+                if ALLOW_KEY_ENV in env:
+                    raise ConfigError(f"{source}: `env` may not set {ALLOW_KEY_ENV}: which key variables may be sent "
+                                      "to a server is the user's choice (--allow_key_env NAME on the command line)")
                 global_batch = config.pop("global_batch_size", None)
                 accumulation_in_file = "gradient_accumulation_steps" in config
                 config = self.check_values(config, source)
@@ -457,6 +505,7 @@ class HandbookParser(TrlParser):
             raise ConfigError("command line: --config given twice")
         overrides = dict(overrides or {})
         global_batch = overrides.pop("global_batch_size", global_batch)
+        args = _confirm_key_variables(args)
         args, cli_global_batch = _pop_option(args, "global_batch_size")
         if cli_global_batch is not None:
             try:
@@ -485,6 +534,10 @@ class HandbookParser(TrlParser):
             raise ConfigError(f"{_where(source or 'command line')}{exc}") from exc
         if rest:
             raise ConfigError(f"command line: unexpected arguments {rest}: options are `--key value`")
+        for instance in instances:
+            if _is_training_config(type(instance)):
+                check_training_ranges(instance, lambda key: "command line" if key in cli_keys else
+                                      "keyword arguments" if key in (overrides or {}) else source)
         if global_batch is not None:
             training = [x for x in instances if _is_training_config(type(x))]
             if not training:
@@ -515,6 +568,26 @@ class HandbookParser(TrlParser):
             got = f"unknown command {args[0]!r}" if args else "a command is required"
             raise ConfigError(f"command line: {got}; choose from {', '.join(commands)}\n{self.format_usage()}")
         return args[0], commands[args[0]].parse_args_and_config(args[1:], overrides)
+
+
+def _confirm_key_variables(args: list[str]) -> list[str]:
+    """``args`` without ``--allow_key_env NAME``; that name, and the name of a ``--api_key_env NAME`` the user typed,
+    join :data:`~handbook.core.backends.ALLOW_KEY_ENV` — key variables the user chose to send (a recipe naming any
+    other for a remote server is refused by :class:`~handbook.core.backends.OpenAIBackend`)."""
+    from .secrets import check_variable_name
+
+    args, allowed = _pop_option(args, "allow_key_env")
+    _, typed = _pop_option(list(args), "api_key_env")
+    names = [n for n in (allowed, typed) if n and n.lower() != "none"]
+    for name in names:
+        try:
+            check_variable_name(name, "allow_key_env" if name == allowed else "api_key_env")
+        except ValueError as exc:
+            raise ConfigError(f"command line: {exc}") from None
+    if names:
+        known = [n for n in os.environ.get(ALLOW_KEY_ENV, "").split(",") if n]
+        os.environ[ALLOW_KEY_ENV] = ",".join(dict.fromkeys([*known, *names]))
+    return args
 
 
 def _pop_option(args: list[str], name: str) -> tuple[list[str], str | None]:
@@ -554,6 +627,39 @@ def apply_global_batch(training_args, global_batch, processes: int, source: str 
             "per_device_train_batch_size or the number of processes")
     training_args.gradient_accumulation_steps = global_batch // per_step
     return training_args.gradient_accumulation_steps
+
+
+#: Values a training stage cannot work with: (key, test, rule). ``max_steps`` -1 means "by epochs" (transformers);
+#: 0 or below would save an untrained model as if trained, ``beta`` 0 a DPO that moves nothing (the loss's
+#: gradient is ``beta`` times the preference's; the paper's Eq. 1 needs beta > 0) and a negative ``beta`` one
+#: that learns the opposite of the preferences.
+TRAINING_RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("num_train_epochs", lambda v: v > 0, "greater than 0 (or set max_steps)"),
+    ("max_steps", lambda v: v == -1 or v > 0, "a positive number of steps, or -1 (train by num_train_epochs)"),
+    ("learning_rate", lambda v: v > 0, "greater than 0"),
+    ("per_device_train_batch_size", lambda v: v >= 1, "at least 1"),
+    ("gradient_accumulation_steps", lambda v: v >= 1, "at least 1"),
+    ("beta", lambda v: v > 0, "greater than 0 (0 leaves the model where it started; below 0 it learns the "
+                              "opposite of the preferences)"),
+    ("max_length", lambda v: v is None or v >= 1, "at least 1 token, or unset"),
+)
+
+
+def check_training_ranges(training_args, source_of: Callable[[str], str | None] = lambda key: None) -> None:
+    """Refuse a training config whose values the stage cannot work with (:data:`TRAINING_RANGES`) before any
+    work, naming each key and, through ``source_of(key)``, where it was set (a recipe file or the command line)."""
+    problems = []
+    for key, ok, rule in TRAINING_RANGES:
+        if not hasattr(training_args, key):
+            continue
+        value = getattr(training_args, key)
+        if key == "num_train_epochs" and getattr(training_args, "max_steps", -1) > 0:
+            continue  # max_steps wins over epochs (transformers)
+        if isinstance(value, (int, float)) or value is None:
+            if not ok(value):
+                problems.append(f"{_where(source_of(key))}`{key}`: invalid value {value}; must be {rule}")
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def _is_training_config(t: type) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
+import re
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -56,30 +58,76 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str, bool]]:
             yield n, (text.removeprefix("\ufeff") if n == 1 else text).rstrip("\r\n"), raw.endswith(b"\n")
 
 
+def write_text_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (parents created): into ``<path>.tmp-<pid>``, fsync'ed, then
+    renamed over ``path`` — a full disk or a kill leaves the previous file (or none), never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def write_jsonl(path, rows) -> None:
-    """Write ``rows`` as JSONL (parents created)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    """Write ``rows`` as JSONL, whole or not at all (:func:`write_text_atomic`)."""
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+#: Prompt files by suffix (case-insensitive): one prompt per line, or rows with a ``prompt`` field.
+PROMPT_FORMATS = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
 
 
 def read_prompts(path) -> list[str]:
-    """Prompts from a JSONL file (a ``prompt`` field per row) or a text file (one per non-empty line);
-    a missing file, a bad line, an empty prompt or a file with no prompt is an error naming file and line."""
+    """Prompts from a file, read by what its suffix says it is (upper case too: ``.JSONL``): ``.txt`` — one per
+    non-empty line; ``.jsonl`` — a ``prompt`` field per row; ``.json`` — a list of such rows (or of strings);
+    ``.csv`` — a ``prompt`` column. Another suffix is refused naming the file (it is not guessed to be text). A
+    missing file, a bad row, an empty prompt or a file with no prompt is an error naming file and line or row."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
-    if path.suffix != ".jsonl":
+    kind = PROMPT_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise ValueError(f"{path}: a prompt file must be {', '.join(PROMPT_FORMATS)} (by its suffix); got "
+                         f"{path.suffix or 'no suffix'!r}")
+    if kind == "text":
         prompts = [line for _, line, _ in _text_lines(path) if line.strip()]
+    elif kind == "jsonl":
+        prompts = [_prompt_field(row, f"{path}, line {n}") for n, row in iter_jsonl(path)]
+    elif kind == "json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: a .json prompt file is a list of rows with a 'prompt' field (or of strings)")
+        prompts = [row if isinstance(row, str) and row.strip() else _prompt_field(row, f"{path}, row {i}")
+                   for i, row in enumerate(rows, 1)]
     else:
-        prompts = []
-        for n, row in iter_jsonl(path):
-            prompt = row.get("prompt")
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise ValueError(f"{path}, line {n}: field 'prompt' is missing or empty")
-            prompts.append(prompt)
+        import csv
+
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            if "prompt" not in (reader.fieldnames or []):
+                raise ValueError(f"{path}: a .csv prompt file needs a 'prompt' column; its columns: "
+                                 f"{', '.join(reader.fieldnames or []) or 'none'}")
+            prompts = [_prompt_field(row, f"{path}, line {reader.line_num}") for row in reader]
     if not prompts:
         raise ValueError(f"{path}: no prompts (the file is empty)")
     return prompts
+
+
+def _prompt_field(row, where: str) -> str:
+    prompt = row.get("prompt") if isinstance(row, dict) else None
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"{where}: field 'prompt' is missing or empty")
+    return prompt
 
 
 def load_splits(name: str, config: str | None, train_split: str, test_split: str | None,
@@ -112,9 +160,32 @@ def load_splits(name: str, config: str | None, train_split: str, test_split: str
         logger.warning("%s is a single dataset with no named splits: no eval set (its rows are the training rows; "
                        "set test_split_size to hold some out for evaluation)", name)
         return train, None
+    if test_split == train_split:
+        raise ValueError(f"{name}: dataset_test_split {test_split!r} is the training split: the eval loss would be "
+                         "measured on training rows. Name a held-out split, or set test_split_size to hold rows out")
     test = _split(source, test_split, name)
     _require_rows(test, f"{name} (split {test_split!r})")
+    check_no_train_rows_in_eval(train, test, f"{name} (split {test_split!r})")
     return train, test
+
+
+def row_digest(row: dict) -> str:
+    """SHA-256 of a row's JSON (keys sorted): equal rows, equal digests, whatever the split they sit in."""
+    return hashlib.sha256(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def check_no_train_rows_in_eval(train, test, name: str) -> int:
+    """Compare the rows' digests (:func:`row_digest`): an eval set made only of training rows is an error (its loss
+    is a training loss); some training rows in it are a warning naming how many. Returns that number."""
+    seen = {row_digest(r) for r in train}
+    shared = sum(row_digest(r) in seen for r in test)
+    if shared == len(test):
+        raise ValueError(f"{name}: every one of its {len(test)} eval rows is also a training row, so the eval loss "
+                         "would be a training loss. Name a held-out split, or set test_split_size")
+    if shared:
+        logger.warning("%s: %d of its %d eval rows are also training rows (equal content): the eval loss is partly "
+                       "measured on training data", name, shared, len(test))
+    return shared
 
 
 class _HubSplits(dict):
@@ -232,6 +303,49 @@ def check_test_split_size(size: float | None) -> None:
                           f"number of rows (500)")
 
 
+def dataset_sizes(train_ds, eval_ds) -> dict:
+    """Rows per set name as a trainer gets them (``eval_ds``: one set, a dict of named sets, or ``None``)."""
+    evals = eval_ds if isinstance(eval_ds, dict) else {"eval": eval_ds}
+    return {"train": len(train_ds), **{k: len(v) for k, v in evals.items() if v is not None}}
+
+
+def report_prepared_rows(trainer, given: dict, what: str, log=logger) -> dict:
+    """After the trainer prepared its datasets (tokenized, truncated to ``max_length``; TRL's DPO drops a pair whose
+    prompt alone fills ``max_length``, and its SFT packing merges rows), say how many rows each set kept and how
+    many ``max_length`` cut short, and refuse a set that kept none. ``given``: rows handed to the trainer per set
+    name (``{"train": 812, "eval": 40}``). Returns ``{set: {"given", "kept", "dropped", "truncated"}}``."""
+    max_length = getattr(trainer.args, "max_length", None)
+    packed = bool(getattr(trainer.args, "packing", False))
+    prepared = {"train": trainer.train_dataset}
+    evals = trainer.eval_dataset
+    if isinstance(evals, dict):
+        prepared.update(evals)
+    elif evals is not None:
+        prepared["eval"] = evals
+    out = {}
+    for name, n in given.items():
+        ds = prepared.get(name)
+        if ds is None or n is None:
+            continue
+        kept = len(ds)
+        ids = next((c for c in ("input_ids", "prompt_ids") if c in ds.column_names), None)
+        truncated = 0
+        if max_length and ids == "input_ids" and not packed:
+            truncated = sum(len(x) >= max_length for x in ds[ids])
+        out[name] = {"given": n, "kept": kept, "dropped": 0 if packed else n - kept, "truncated": truncated}
+        if kept == 0:
+            raise ValueError(f"{what}: none of the {n} {name} rows remains after the trainer's preparation "
+                             f"(max_length {max_length}: a pair whose prompt alone fills it is dropped); raise "
+                             "max_length or shorten the rows")
+        if not packed and kept < n:
+            log.warning("%s: %d of %d %s rows dropped by the trainer's preparation (max_length %s: the prompt alone "
+                        "fills it, so no completion token would be learned)", what, n - kept, n, name, max_length)
+        if truncated:
+            log.warning("%s: %d of %d %s rows are longer than max_length %s and were cut to it", what, truncated,
+                        kept, name, max_length)
+    return out
+
+
 def disable_eval_without_dataset(training_args, eval_dataset, log=logger) -> None:
     """With no eval set, the trainer's ``eval_strategy`` becomes ``"no"`` (said in the log) instead of failing
     in the trainer; ``load_best_model_at_end`` needs an eval set and is an error."""
@@ -249,16 +363,37 @@ def disable_eval_without_dataset(training_args, eval_dataset, log=logger) -> Non
 
 
 def last_checkpoint(training_args):
-    """The checkpoint to resume from: the newest in ``output_dir`` when ``resume_from_checkpoint`` is true,
-    a path when it is one, else ``None``."""
+    """The checkpoint to resume from: the newest *complete* one in ``output_dir`` when ``resume_from_checkpoint`` is
+    true (see :func:`complete_checkpoints`), a path when it is one, else ``None``."""
     resume = getattr(training_args, "resume_from_checkpoint", None)
     if resume in (None, False, "false", "False"):
         return None
     if resume not in (True, "true", "True"):
         return resume
-    from transformers.trainer_utils import get_last_checkpoint
+    complete = complete_checkpoints(training_args.output_dir)
+    return str(complete[-1]) if complete else None
 
-    return get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+
+def complete_checkpoints(output_dir) -> list[Path]:
+    """``checkpoint-<step>`` folders of ``output_dir`` that a resume can load, oldest first. transformers writes a
+    checkpoint's ``trainer_state.json`` last (after the weights, optimizer, scheduler and RNG states), so a
+    checkpoint whose ``trainer_state.json`` is missing or not whole JSON is one a kill cut short: it is skipped
+    with a warning naming it, and the newest complete one before it is used."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir()
+                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name)))
+    complete = []
+    for _, path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            logger.warning("%s is incomplete (no whole trainer_state.json: a run stopped while saving it); resuming "
+                           "from an earlier checkpoint", path)
+            continue
+        complete.append(path)
+    return complete
 
 
 def save_training_outputs(trainer, tokenizer, result, output_dir: str) -> None:

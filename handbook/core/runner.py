@@ -67,6 +67,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from .backends import TransportError, time_left, time_limit, time_limit_message
+from .secrets import redact
 
 logger = logging.getLogger(__name__)
 
@@ -96,16 +97,47 @@ class CacheMismatch(ValueError):
     """A cache written by another producer or with other arguments (the message names what changed)."""
 
 
+#: Set (to anything but 0) for the traceback of every error an entry point reports in one line; ``--debug`` on a
+#: command line does the same.
+DEBUG_ENV = "HANDBOOK_DEBUG"
+
+#: What a user's mistake or the world raises (a wrong value, a missing file, a refused folder, an outage): reported
+#: as one ``error:`` line. Anything else is a bug in the handbook or a library and keeps its traceback.
+USER_ERRORS = (RunError, CacheMismatch, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError)
+
+
 @contextlib.contextmanager
 def reported_errors() -> Iterator[None]:
-    """For a command's ``__main__``: a :class:`RunError`, :class:`CacheMismatch` or backend error ends the process
-    with its message on stderr and exit status 1 (no traceback: the message says what happened and what to do)."""
+    """For every command's ``__main__``: a user's mistake or a failure of the world (:data:`USER_ERRORS`, a
+    :class:`~handbook.core.backends.BackendError`, a wrong config's ``ConfigError``) ends the process with one
+    ``error: ...`` line on stderr and exit status 1 — the message says what happened and what to do, no traceback
+    (with ``--debug`` or ``HANDBOOK_DEBUG=1``: the traceback too). Ctrl-C ends it with exit status 130 saying
+    what was kept (every finished call is in its cache already: caches are appended and flushed per batch)."""
     from .backends import BackendError
 
+    debug = "--debug" in sys.argv or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
     try:
         yield
-    except (RunError, CacheMismatch, BackendError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\ninterrupted: stopped before the end. Every call that finished is in its cache; a rerun with the "
+              "same command asks only what is missing.", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # now, not after the requests still in flight (worker threads would be joined at exit): every cache is
+        # fsync'ed per batch and a lock is the kernel's, so nothing is lost by not unwinding further
+        os._exit(130)
+    except (*USER_ERRORS, BackendError) as exc:
+        if debug:
+            raise
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, (RunError, CacheMismatch, BackendError)) and type(exc).__name__ != "ConfigError":
+            message += f"  ({type(exc).__name__}; {DEBUG_ENV}=1 shows where)"
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
@@ -139,7 +171,13 @@ def exclusive_lock(lock_path: str | os.PathLike, what: str) -> Iterator[None]:
         raise OutputLocked(f"{what} is already being written by this process (pid {os.getpid()}): one run at a "
                            f"time per output (lock file {path})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if path.is_symlink():  # never truncate what a link points at
+        raise OutputLocked(f"{what}: the lock file {path} is a symbolic link; refusing to open it (remove it if it "
+                           "is yours: a run creates its own)")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise OutputLocked(f"{what}: cannot open the lock file {path}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -157,7 +195,7 @@ def exclusive_lock(lock_path: str | os.PathLike, what: str) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                  "command": " ".join(sys.argv)[:300]}).encode(), 0)
+                                  "command": redact(" ".join(sys.argv))[:300]}).encode(), 0)
         _held.add(key)
         yield
     finally:

@@ -153,6 +153,10 @@ def _dpo_trainer_class():
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
             self._enable_packing()
+            if hasattr(dataset, "__len__") and len(dataset) == 0:  # TRL dropped every pair (torch.cat of nothing)
+                raise ValueError(f"dDPO: none of the {name} pairs remains after the trainer's preparation (max_length "
+                                 f"{self.args.max_length}: a pair whose prompt alone fills it is dropped); raise "
+                                 "max_length or shorten the prompts")
             if not hasattr(dataset, "column_names") or "prompt_ids" not in dataset.column_names or len(dataset) < 2:
                 return super()._precompute_ref_logps(dataset, name, batch_size)
             order = reference_pass_order(pair_lengths(dataset, self.args.max_length))

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 
 from ..aif.binarize import validate_triples
 from ..core.callbacks import with_handbook_callbacks
-from ..core.data import (check_test_split_size, disable_eval_without_dataset, last_checkpoint, load_splits,
-                         save_training_outputs)
+from ..core.configs import check_training_ranges
+from ..core.data import (check_test_split_size, dataset_sizes, disable_eval_without_dataset, last_checkpoint,
+                         load_splits, report_prepared_rows, save_training_outputs)
 from ..core.models import ModelArguments
+from ..core.outputs import claimed_output
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ def load_dpo_datasets(data_args: DPODataArguments):
     """``(train, eval or None)`` in TRL's format from a hub id, a saved dataset or a JSONL file, every row
     validated (a file's errors name its line). The eval set is a named split that exists, or
     ``test_split_size`` pairs held out of the training split, else none (:func:`load_splits`).
-    (The toy world's triples: ``handbook.toy.data.toy_dpo_datasets``.)"""
+    (The toy world's triples: ``handbook.toy.preferences.toy_dpo_datasets``.)"""
     train_rows, eval_rows = load_splits(data_args.dataset_name, data_args.dataset_config,
                                         data_args.dataset_train_split, data_args.dataset_test_split,
                                         data_args.test_split_size, data_args.test_split_seed, check_row=validate_pair)
@@ -153,6 +155,12 @@ def train(model_args: ModelArguments, data_args: DPODataArguments, training_args
     ``datasets`` may pass ``(train, eval)`` directly in TRL's format (``eval`` may be a dict of named
     sets, as notebook 04 does to follow train and held-out pairs). Returns the trainer.
     """
+    check_training_ranges(training_args)  # also when a notebook builds the config itself
+    with claimed_output(training_args.output_dir, "dDPO model", getattr(training_args, "overwrite_output_dir", False)):
+        return _train(model_args, data_args, training_args, datasets, callbacks)
+
+
+def _train(model_args, data_args, training_args, datasets, callbacks):
     from ..core.models import get_model, get_peft_config, get_tokenizer
     from .batching import HandbookDPOTrainer
 
@@ -163,7 +171,7 @@ def train(model_args: ModelArguments, data_args: DPODataArguments, training_args
         train_ds, eval_ds = datasets
     disable_eval_without_dataset(training_args, eval_ds, logger)
     model = get_model(model_args, trust_remote_code=training_args.trust_remote_code)
-    trainer = HandbookDPOTrainer(  # TRL's DPOTrainer + length grouping for pairs (handbook.batching)
+    trainer = HandbookDPOTrainer(  # TRL's DPOTrainer + length grouping for pairs (handbook.ddpo.batching)
         model=model,
         ref_model=None,  # TRL: precomputed log-probs, the adapter disabled (PEFT), or a frozen copy of `model`
         args=training_args,
@@ -174,6 +182,7 @@ def train(model_args: ModelArguments, data_args: DPODataArguments, training_args
         callbacks=with_handbook_callbacks(callbacks),  # the final step's loss is always logged
         pack_rows=data_args.pack_rows,  # padding-free rows (handbook.ddpo.packing)
     )
+    trainer.prepared_rows = report_prepared_rows(trainer, dataset_sizes(train_ds, eval_ds), "dDPO")
     result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args))
     save_training_outputs(trainer, tokenizer, result, training_args.output_dir)
     return trainer

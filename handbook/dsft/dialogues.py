@@ -15,14 +15,18 @@ dialogue where it stopped and ends with exactly the rows of an uninterrupted run
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Sequence
 
 from ..core.backends import ChatBackend, Sampling, chat_with_errors, describe_backend, text_sha256
 from ..core.data import prompt_id
-from ..core.runner import ResumableCalls
+from ..core.runner import EmptyOutput, ResumableCalls
+
+logger = logging.getLogger(__name__)
 
 USER_SIMULATOR_SYSTEM = (
     "You are playing the user in a conversation with an AI assistant. Read the conversation so far "
@@ -126,4 +130,37 @@ def generate_dialogues(
                                      for r in chat_with_errors(backend, batch, sampling)],
                       config.batch_size)
     rows = [{"prompt": p, "prompt_id": pid, "messages": _messages_from(p, pid, done, steps)} for p, pid in zip(prompts, ids)]
-    return Dataset.from_list(rows)
+    whole = [r for r in rows if all(m["content"].strip() for m in r["messages"])]
+    if len(whole) < len(rows):  # an empty reply is recorded (it is the teacher's answer) but is no dSFT data
+        logger.warning("dSFT dialogues: %d of %d dialogues have an empty turn (the teacher or the user simulator "
+                       "replied with nothing) and are left out", len(rows) - len(whole), len(rows))
+    if not whole:
+        raise EmptyOutput(f"dSFT dialogues: every one of the {len(rows)} dialogues has an empty turn; nothing to "
+                          "save (see the cache for the teacher's replies)")
+    return Dataset.from_list(whole)
+
+
+# Each of a seed prompt's dialogues is its own set, generated with its own seed: set r uses seed + 1000·r.
+SET_SEED_STRIDE = 1000
+
+
+def generate_dialogue_sets(seed_prompts: Sequence[str], teacher: ChatBackend, config: DialogueConfig,
+                           replies_per_prompt: int, cache_paths: Sequence[str | os.PathLike | None] | None = None,
+                           progress: bool = True):
+    """``replies_per_prompt`` dialogues per seed prompt, as one dataset: set ``r`` is :func:`generate_dialogues`
+    with ``config``'s seed + :data:`SET_SEED_STRIDE`·r, resumable through ``cache_paths[r]``. The one dialogue
+    flow of the stage — the CLI (``python -m handbook.dsft_data``), the toy world's dSFT data and notebook 01 all
+    call it, so the same arguments give the same rows wherever they run."""
+    from datasets import concatenate_datasets
+
+    if replies_per_prompt < 1:
+        raise ValueError(f"replies_per_prompt must be at least 1, got {replies_per_prompt}")
+    paths = list(cache_paths) if cache_paths is not None else [None] * replies_per_prompt
+    if len(paths) != replies_per_prompt:
+        raise ValueError(f"{len(paths)} cache paths for {replies_per_prompt} dialogue sets")
+    named = [str(Path(x).resolve()) for x in paths if x is not None]
+    if len(set(named)) < len(named):  # two sets in one cache: the second would reuse the first's dialogues
+        raise ValueError(f"the {replies_per_prompt} dialogue sets need a cache each; given {named}")
+    sets = [generate_dialogues(seed_prompts, teacher, replace(config, seed=config.seed + SET_SEED_STRIDE * r), path,
+                               progress=progress) for r, path in enumerate(paths)]
+    return concatenate_datasets(sets)

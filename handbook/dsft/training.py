@@ -3,7 +3,7 @@
     python -m handbook.sft --config recipes/zephyr-7b-beta/sft/config_full.yaml [--key value ...]
     accelerate launch --config_file recipes/accelerate_configs/zero3.yaml -m handbook.sft --config ...
 
-The recipe holds three groups of keys: the model (``handbook.models.ModelArguments``), the data
+The recipe holds three groups of keys: the model (``handbook.core.models.ModelArguments``), the data
 (:class:`SFTDataArguments`) and the trainer (TRL's ``SFTConfig``). Which tokens carry loss is the recipe's
 ``assistant_only_loss``: ``true`` (the toy and small recipes) learns the assistant's tokens only — the chat template
 must carry ``{% generation %}`` markers, as the handbook's Zephyr templates do; ``false`` (the zephyr-7b-beta
@@ -19,9 +19,11 @@ import logging
 from dataclasses import dataclass, field
 
 from ..core.callbacks import with_handbook_callbacks
-from ..core.data import (check_test_split_size, disable_eval_without_dataset, last_checkpoint, load_splits,
-                         save_training_outputs)
+from ..core.configs import check_training_ranges
+from ..core.data import (check_test_split_size, dataset_sizes, disable_eval_without_dataset, last_checkpoint,
+                         load_splits, report_prepared_rows, save_training_outputs)
 from ..core.models import ModelArguments
+from ..core.outputs import claimed_output
 from .filters import FilterReport, ultrachat_filters, validate_dialogue, validate_dialogues
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def load_sft_datasets(data_args: SFTDataArguments):
     """``(train, eval or None, filter reports)`` from a hub id, a saved dataset or a JSONL file; every row
     validated (a file's errors name its line), only ``messages`` kept. The eval set is a named split that
     exists, or ``test_split_size`` rows held out of the training split, else none (:func:`load_splits`).
-    (The toy world's dialogues: ``handbook.toy.data.toy_dsft_datasets``.)"""
+    (The toy world's dialogues: ``handbook.toy.dialogues.toy_sft_datasets``.)"""
     reports: list[FilterReport] = []
     train, test = load_splits(data_args.dataset_name, data_args.dataset_config, data_args.dataset_train_split,
                               data_args.dataset_test_split, data_args.test_split_size, data_args.test_split_seed,
@@ -115,6 +117,12 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
     ``datasets`` may pass ``(train, eval)`` directly (the notebook does); otherwise they are loaded
     from ``data_args``. Returns the trainer.
     """
+    check_training_ranges(training_args)  # also when a notebook builds the config itself
+    with claimed_output(training_args.output_dir, "dSFT model", getattr(training_args, "overwrite_output_dir", False)):
+        return _train(model_args, data_args, training_args, datasets, callbacks)
+
+
+def _train(model_args, data_args, training_args, datasets, callbacks):
     from trl import SFTTrainer
 
     from ..core.models import get_model, get_peft_config, get_tokenizer
@@ -148,6 +156,7 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
         peft_config=get_peft_config(model_args),
         callbacks=with_handbook_callbacks(callbacks),  # the final step's loss is always logged
     )
+    trainer.prepared_rows = report_prepared_rows(trainer, dataset_sizes(train_ds, eval_ds), "dSFT")
     result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args))
     save_training_outputs(trainer, tokenizer, result, training_args.output_dir)
     return trainer

@@ -17,18 +17,21 @@ Pairwise win rates are in :mod:`handbook.evaluation.win_rate`; the judge prompts
 from __future__ import annotations
 
 import json
+import logging
 import re
 import statistics
 import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from ..core.backends import ChatBackend, Sampling, TransportError, chat_with_errors, describe_backend, text_sha256
-from ..core.data import iter_jsonl, read_jsonl
+from ..core.backends import ChatBackend, Sampling, chat_with_errors, describe_backend, text_sha256
+from ..core.data import iter_jsonl, write_jsonl
 from ..core.runner import ResumableCalls
 from .judge_prompts import load_judge_prompts
+
+logger = logging.getLogger(__name__)
 
 CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 # FastChat's sampling temperature per category
@@ -208,9 +211,10 @@ def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: Cha
 
     Resumable through :class:`handbook.core.runner.ResumableCalls` (keys ``model``, ``question_id``, ``turn``); the
     cache's identity has the judge's ``describe()``, a hash of the judge prompts' text, the references and the
-    answers. A judgment request that got no reply (unreachable, timeout, 5xx, malformed) is not recorded
-    (:class:`handbook.core.runner.CallsFailed`; a rerun asks exactly those again); a reply without a rating is,
-    with score -1 and its raw text, as FastChat records it."""
+    answers. A judgment request that got no reply (unreachable, timeout, 5xx, malformed) or that the server refused
+    (an HTTP 4xx with an error message) is not recorded (:class:`handbook.core.runner.CallsFailed`; a rerun asks
+    exactly those again): an error message is never read as a judgment, so its digits never become a rating. A
+    reply without a rating is recorded, with score -1 and its raw text, as FastChat records it."""
     prompts = prompts or load_judge_prompts()
     by_id = {q["question_id"]: q for q in questions}
     items = []
@@ -228,18 +232,59 @@ def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: Cha
         replies = chat_with_errors(judge, [m for *_, m in batch], Sampling(0.0, 1.0, max_new_tokens, 0))
         records = []
         for (model, qid, turn, name, messages), reply in zip(batch, replies):
-            if isinstance(reply, TransportError):  # no reply: not a judgment, asked again by a rerun
-                records.append(reply)
+            if isinstance(reply, Exception):  # no reply, or the server refused the request (HTTP 4xx): an error is
+                records.append(reply)          # never a judgment — not recorded, counted, asked again by a rerun
                 continue
-            judgment = f"ERROR: {reply}" if isinstance(reply, Exception) else reply  # the server refused it
             records.append({"question_id": qid, "model": model, "judge": [judge_model, name],
-                            "user_prompt": messages[1]["content"], "judgment": judgment,
-                            "score": extract_rating(judgment), "turn": turn, "tstamp": time.time()})
+                            "user_prompt": messages[1]["content"], "judgment": reply,
+                            "score": extract_rating(reply), "turn": turn, "tstamp": time.time()})
         return records
 
     with ResumableCalls(cache_path or None, meta, ("model", "question_id", "turn"), len(items), "MT-Bench judgments",
                         progress) as calls:
         return calls.run([(it[:3], it) for it in items], judge_batch, 64)
+
+
+def run_models(questions: Sequence[dict], models: Mapping[str, ChatBackend], judge: ChatBackend, judge_name: str,
+               output_dir, max_new_tokens: int = 1024, prompts: dict[str, dict] | None = None, references=None,
+               seed: int = 0, progress: bool = True) -> tuple[dict[str, list[dict]], list[dict]]:
+    """MT-Bench for each of ``models`` (model id → backend), in FastChat's layout under ``output_dir``: the answers
+    in ``model_answer/<model id>.jsonl``, the single-grade judgments of every model in one
+    ``model_judgment/<judge_name>_single.jsonl`` (judgments of other models already in that file are kept, as
+    FastChat keeps one file for all models), each step resumable through ``cache/``. Returns (answers by model id,
+    this run's judgments). The one MT-Bench flow: ``python -m handbook.evaluate mt-bench`` and notebook 05."""
+    out = Path(output_dir)
+    prompts = prompts or load_judge_prompts()
+    answers, judgments = {}, []
+    for model_id, backend in models.items():
+        answers[model_id] = generate_answers(questions, backend, model_id, max_new_tokens, seed,
+                                             cache_path=out / "cache" / f"answers-{model_id}.jsonl", progress=progress)
+        write_jsonl(out / "model_answer" / f"{model_id}.jsonl", answers[model_id])
+        judgments += judge_answers(questions, answers[model_id], judge, judge_name, prompts, references,
+                                   cache_path=out / "cache" / f"judgments-{model_id}.jsonl", progress=progress)
+    path = out / "model_judgment" / f"{judge_name}_single.jsonl"
+    ids = set(answers)
+    kept = [j for j in _readable_rows(path) if j.get("model") not in ids] if path.exists() else []
+    write_jsonl(path, kept + judgments)  # whole or not at all
+    return answers, judgments
+
+
+def _readable_rows(path: Path) -> list[dict]:
+    """The rows of a FastChat output file; one left torn by an earlier failure (a full disk, before these files were
+    written whole) is named in a warning and its readable rows kept — it is replaced, never a reason to stop."""
+    rows, torn = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError:
+            torn += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    if torn:
+        logger.warning("%s was torn (%d unreadable line(s), e.g. a disk that filled up while it was written): "
+                       "replaced, keeping its %d readable rows", path, torn, len(rows))
+    return rows
 
 
 def _sha(obj) -> str:
@@ -250,7 +295,8 @@ def _sha(obj) -> str:
 
 def aggregate(judgments: Sequence[dict], questions: Sequence[dict]) -> dict:
     """Mean score per model overall, per turn and per category (failed extractions, score -1, left out
-    and counted)."""
+    and counted). A rating outside MT-Bench's 1-10 scale (a judge's ``[[15]]``) enters the mean as FastChat's
+    ``show_result.py`` lets it, and is counted in ``out_of_range`` (with a warning) so that it is never silent."""
     category = {q["question_id"]: q["category"] for q in questions}
     by_model = defaultdict(list)
     for j in judgments:
@@ -266,7 +312,11 @@ def aggregate(judgments: Sequence[dict], questions: Sequence[dict]) -> dict:
             "by_category": {c: mean([j["score"] for j in ok if category[j["question_id"]] == c])
                             for c in CATEGORIES if any(category[j["question_id"]] == c for j in ok)},
             "judged": len(js), "failed": len(js) - len(ok),
+            "out_of_range": sum(not 1 <= j["score"] <= 10 for j in ok),
         }
+        if out[model]["out_of_range"]:
+            logger.warning("MT-Bench of %s: %d rating(s) outside 1-10 enter the mean, as in FastChat's show_result.py",
+                           model, out[model]["out_of_range"])
     return out
 
 

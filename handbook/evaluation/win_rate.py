@@ -14,7 +14,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from ..core.backends import ChatBackend, Sampling, TransportError, chat_with_errors
+from ..core.backends import ChatBackend, Sampling, chat_with_errors
 from ..core.runner import CallsFailed
 from .judge_prompts import load_judge_prompts
 
@@ -84,7 +84,8 @@ def pairwise_win_rate(prompts: Sequence[str], answers: Sequence[str], reference_
 
     The win rate is None when no pair got a verdict in both orders (the records keep the raw replies). A judge
     request that got no reply (:class:`~handbook.core.backends.TransportError`: unreachable, timeout, 5xx,
-    malformed) is no verdict: :class:`handbook.core.runner.CallsFailed` with the count and the first error.
+    malformed) or that the server refused (HTTP 4xx) is no verdict: :class:`handbook.core.runner.CallsFailed` with
+    the count and the first error, and nothing is recorded — an error message is never read as a verdict.
     """
     if not prompts:
         raise ValueError("no prompts to judge: a win rate needs at least one prompt")
@@ -98,13 +99,12 @@ def pairwise_win_rate(prompts: Sequence[str], answers: Sequence[str], reference_
         for start in range(0, len(conversations), batch_size):
             replies += chat_with_errors(judge, conversations[start:start + batch_size], Sampling(0.0, 1.0, 1024, 0))
             bar.update(min(batch_size, len(conversations) - start))
-    failed = [(i, r) for i, r in enumerate(replies) if isinstance(r, TransportError)]
+    failed = [(i, r) for i, r in enumerate(replies) if isinstance(r, Exception)]   # no reply, or refused (HTTP 4xx)
     if failed:
         i, first = failed[0]
-        raise CallsFailed(f"win rate: {len(failed)} of {len(replies)} judge requests got no reply (nothing is "
-                          f"recorded; rerun when the judge answers). First error (prompt {i % len(prompts)}, "
+        raise CallsFailed(f"win rate: {len(failed)} of {len(replies)} judge requests got no reply or were refused "
+                          f"(nothing is recorded; rerun when the judge answers). First error (prompt {i % len(prompts)}, "
                           f"{'model first' if i < len(prompts) else 'model second'}): {first}", len(failed), 0, first)
-    replies = [f"ERROR: {r}" if isinstance(r, Exception) else r for r in replies]  # refused by the server: no verdict
     records = []
     for i, p in enumerate(prompts):
         v1, v2 = extract_verdict(replies[i]), extract_verdict(replies[len(prompts) + i])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..core.data import prompt_id
 from ..core.distributed import main_process_first
-from ..dsft.dialogues import DialogueConfig, generate_dialogues
+from ..dsft.dialogues import DialogueConfig, generate_dialogue_sets
 from ..dsft.filters import ultrachat_filters
 from ..dsft.training import SFTDataArguments, prepare_sft_splits
 from . import world
@@ -32,11 +32,9 @@ def toy_dsft_dataset(prompts_per_category: int = 150, replies_per_prompt: int = 
     teacher = ToyTeacher()
     cache = Path(data_dir) if data_dir is not None else None
     train_prompts = [p.text for p in world.sample_prompts(prompts_per_category, "train", seed, allow_fewer=True)]
-    rows = []
-    for r in range(replies_per_prompt):
-        cfg = DialogueConfig(num_turns=2, seed=seed + 1000 * r, batch_size=256)
-        path = cache / f"train.{r}.cache.jsonl" if cache else None
-        rows += generate_dialogues(train_prompts, teacher, cfg, path, progress=progress).to_list()
+    caches = [cache / f"train.{r}.cache.jsonl" if cache else None for r in range(replies_per_prompt)]
+    rows = generate_dialogue_sets(train_prompts, teacher, DialogueConfig(num_turns=2, seed=seed, batch_size=256),
+                                  replies_per_prompt, caches, progress=progress).to_list()
     rows, reports = ultrachat_filters(rows)
     # eval dialogues: single-turn answers to held-out prompts (the user simulator would draw train prompts)
     eval_prompts = world.sample_prompts(eval_prompts_per_category, "heldout", seed)

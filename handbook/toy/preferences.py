@@ -12,11 +12,8 @@ import hashlib
 import logging
 from pathlib import Path
 
-from ..aif.binarize import MEAN_OF_ASPECTS_RULES, binarize
-from ..aif.pipeline import AIFArguments
-from ..aif.pool import build_pool, generate_pool
-from ..aif.rating import rate_pool
-from ..core.backends import Sampling
+from ..aif.pipeline import AIFArguments, rate_prompts, triples_of
+from ..aif.pool import build_pool
 from ..core.configs import read_recipe, recipe_path
 from ..core.distributed import main_process_first
 from ..ddpo.training import DPODataArguments, prepare_dpo_splits
@@ -53,12 +50,10 @@ def toy_preferences(split: str = "train", prompts_per_category: int = 60, seed: 
     cache = Path(data_dir) if data_dir is not None else None
     # shard=False: this runs on one process (rank 0 first, under `accelerate launch`), with no collectives
     tag = recipe_tag(recipe) + (f"-{_student_tag(student)}" if student is not None else "")
-    pool = generate_pool(prompts, build_pool(args.pool, build_backend, shard=False),
-                         cache / f"{split}-{tag}.pool.jsonl" if cache else None, args.batch_size, progress)
-    rated = rate_pool(pool, build_backend(args.judge), cache / f"{split}-{tag}.ratings.jsonl" if cache else None,
-                      args.max_retries, Sampling(temperature=0.0, max_new_tokens=args.judge_max_new_tokens, seed=0),
-                      args.batch_size, progress)
-    return binarize(rated, rule, None if rule in MEAN_OF_ASPECTS_RULES else score, args.seed)
+    rated = rate_prompts(prompts, build_pool(args.pool, build_backend, shard=False), build_backend(args.judge), args,
+                         cache / f"{split}-{tag}.pool.jsonl" if cache else None,
+                         cache / f"{split}-{tag}.ratings.jsonl" if cache else None, progress)
+    return triples_of(rated, rule, score, args.seed)
 
 
 def _student_tag(student: str) -> str:

@@ -1,7 +1,8 @@
-"""``python -m handbook.aif``: AIF from the command line.
+"""``python -m handbook.aif_data``: AIF from the command line (the stage's code is :mod:`handbook.aif`; every
+entry point lives at the package's top, beside ``dsft_data``, ``sft``, ``dpo`` and ``evaluate``).
 
-    python -m handbook.aif generate --config recipes/toy/aif/config.yaml [--key value ...]
-    python -m handbook.aif convert --input ultrafeedback.jsonl --output_dir data/uf_binarized --rule argilla
+    python -m handbook.aif_data generate --config recipes/toy/aif/config.yaml [--key value ...]
+    python -m handbook.aif_data convert --input ultrafeedback.jsonl --output_dir data/uf_binarized --rule argilla
 
 ``generate`` runs pool → teacher ratings → preference triples (:mod:`handbook.aif.pipeline`) with the
 recipe's names resolved (``prompts: toy``, ``{type: toy}`` backends, ``toy-dsft`` models);
@@ -16,17 +17,17 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..core.configs import parse_command
-from ..core.runner import reported_errors
-from ..tiers import build_backend, prompts_from
-from .pipeline import AIFArguments, ConvertArguments, run_convert, run_generate
+from .aif.pipeline import AIFArguments, ConvertArguments, run_convert, run_generate
+from .core.configs import parse_command
+from .core.runner import reported_errors
+from .tiers import build_backend, prompts_from
 
 COMMANDS = {"generate": [AIFArguments], "convert": [ConvertArguments]}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     command, (args,) = parse_command(COMMANDS, list(sys.argv[1:] if argv is None else argv),
-                                     prog="python -m handbook.aif", description=__doc__)
+                                     prog="python -m handbook.aif_data", description=__doc__)
     if command == "generate":
         prompts = prompts_from(args.prompts, args.toy_prompts_per_category, args.toy_prompt_seed)
         rated, triples, report = run_generate(args, prompts, build_backend)
