@@ -1,15 +1,12 @@
-"""GPU benchmark: dSFT and dDPO training steps on a ~1B Mistral-architecture model in bf16.
+"""GPU benchmark: dDPO's batching, TRL's default against the handbook's, on a ~1B Mistral-architecture model in bf16.
 
 What it measures
 ----------------
 A random-init Mistral-architecture model (``--size 1b``: hidden 2048, 20 layers, MLP 5632, 16 heads,
 8 KV heads, vocab 32000, untied embeddings, bf16 weights, SDPA attention, ~1.08B parameters) is
 trained with AdamW (``fused=True`` on CUDA, pure bf16 parameters and optimizer states) on random
-token ids. Three benchmarks, each on a freshly built model:
+token ids. Two benchmarks, each on a freshly built model, one A/B:
 
-* **sft** — dSFT steps on packed rows: ``--batch-size`` rows of ``--seq-len`` real tokens each (no
-  padding, no attention mask, labels = inputs). Plain full rows: FLOPs are those of packing; the
-  attention spans document boundaries, as it does with TRL's packing without ``padding_free``.
 * **dpo_trl_default** — dDPO as TRL's ``DPOTrainer`` runs it by default: batches of
   ``--dpo-batch-size`` pairs drawn at random, chosen and rejected rows concatenated and right-padded to
   the batch's longest row, and a **live reference model** (a frozen copy, forward under ``no_grad``
@@ -21,6 +18,11 @@ token ids. Three benchmarks, each on a freshly built model:
   (one forward-only pass over every pair before training, timed separately, in the trainer's order:
   ``handbook.ddpo.batching.reference_pass_order``, longest pair first).
 
+What it does not measure: the shipped entry points end to end. ``bench/gpu_check.py`` runs
+``handbook.sft.train`` (TRL's packing, ``packing_strategy: bfd_split`` as the Zephyr recipes set it) and ``handbook.dpo.train`` on the
+Zephyr recipes and measures their tokens/s, MFU and memory; an SFT benchmark that stood here (plain full rows
+through a hand-written loop: the padded path, no longer what trains) was removed in its favour.
+
 The synthetic preference set has ``--pairs`` pairs; a row (prompt + reply) has a lognormal-like
 length with mean ``--dpo-mean-len`` (default 0.44 · seq-len = 900 at 2048) and CV 0.6 before the
 cap at ``--seq-len``: a lognormal prompt (~30 % of the tokens) shared by the chosen and rejected rows
@@ -31,7 +33,7 @@ plus an independent lognormal reply for each. Every dDPO forward is the handbook
 FLOPs conventions
 -----------------
 N = every parameter **except the input embedding table** (so the untied ``lm_head`` counts; an
-embedding lookup is not a matmul). Per token: training = 6N (forward 2N + backward 4N); a live DPO
+embedding lookup is not a matmul). Per token: a training step = 6N (forward 2N + backward 4N); a live DPO
 reference adds a 2N forward → 8N; with precomputed reference log-probs a training step is 6N and the
 reference pass costs 2N per token once. Gradient checkpointing's recomputation is not counted.
 MFU = FLOPs_per_token · tokens/s / peak dense bf16 FLOP/s (H100 SXM and H200: 989 TFLOP/s, H100
@@ -102,11 +104,9 @@ SIZES = {
                  num_attention_heads=4, num_key_value_heads=2),
 }
 
-DEFAULTS = {  # per size: seq_len, batch_size, dpo_batch_size, pairs, sft warmup/steps, dpo warmup/steps
-    "1b": dict(seq_len=2048, batch_size=8, dpo_batch_size=4, pairs=1024, warmup=10, steps=20,
-               dpo_warmup=5, dpo_steps=20),
-    "tiny": dict(seq_len=128, batch_size=4, dpo_batch_size=4, pairs=32, warmup=1, steps=3,
-                 dpo_warmup=1, dpo_steps=3),
+DEFAULTS = {  # per size: max length, pairs per step, pairs, dDPO warm-up and timed steps
+    "1b": dict(seq_len=2048, dpo_batch_size=4, pairs=1024, dpo_warmup=5, dpo_steps=20),
+    "tiny": dict(seq_len=128, dpo_batch_size=4, pairs=32, dpo_warmup=1, dpo_steps=3),
 }
 
 PEAK_TFLOPS = [  # (substring of torch.cuda.get_device_name(), dense bf16 TFLOP/s), first match wins
@@ -225,46 +225,6 @@ def make_optimizer(model, device: torch.device):
     params = [p for p in model.parameters() if p.requires_grad]
     kwargs = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.999), weight_decay=0.0, **kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# SFT
-
-
-def bench_sft(args, config, device, dtype, peak_tflops, counts) -> dict:
-    B, L = args.batch_size, args.seq_len
-    model = build_model(config, device, dtype, args.seed, args.grad_ckpt)
-    fwd = maybe_compile(model, args.compile)
-    opt = make_optimizer(model, device)
-    gen = torch.Generator(device="cpu").manual_seed(args.seed + 1)
-    # Distinct random rows per step, made before timing (a data loader would prefetch them).
-    batches = [torch.randint(1, config.vocab_size, (B, L), generator=gen).to(device)
-               for _ in range(min(args.warmup + args.steps, 8))]
-
-    def step(i):
-        x = batches[i % len(batches)]
-        loss = fwd(input_ids=x, labels=x, use_cache=False).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
-    loss, elapsed = timed_steps(step, args.warmup, args.warmup + args.steps, device)
-    tokens = B * L * args.steps
-    tok_s = tokens / elapsed
-    n = counts["n_params_flops"]
-    attn_per_tok = 6 * config.num_hidden_layers * config.hidden_size * L
-    out = {
-        "status": "ok", "batch_size": B, "seq_len": L, "warmup_steps": args.warmup, "timed_steps": args.steps,
-        "step_time_s": elapsed / args.steps, "tokens_per_step": B * L,
-        "tokens_per_s": tok_s, "real_tokens_per_s": tok_s, "real_token_share": 1.0,
-        "flops_per_token": 6 * n, "flops_convention": "6N",
-        "mfu": mfu(6 * n * tok_s, peak_tflops),
-        "mfu_incl_attn": mfu((6 * n + attn_per_tok) * tok_s, peak_tflops),
-        "peak_mem_gb": peak_mem_gb(device), "peak_reserved_gb": peak_reserved_gb(device),
-        "final_loss": float(loss.item()),
-    }
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,22 +497,6 @@ def print_table(title: str, columns: list[str], rows: list[tuple]):
     sys.stdout.flush()
 
 
-def print_sft(r: dict):
-    if r.get("status") != "ok":
-        print(f"\n== SFT: {r.get('status')} == {r.get('error', '')}")
-        return
-    print_table(f"SFT: packed rows, {r['batch_size']} x {r['seq_len']} tokens, {r['timed_steps']} timed steps "
-                f"after {r['warmup_steps']} warm-up", ["value"], [
-                    ("step time", "s", [r["step_time_s"]]),
-                    ("tokens/s (all real)", "int", [r["tokens_per_s"]]),
-                    ("FLOPs/token", "", [r["flops_convention"]]),
-                    ("MFU (6N)", "pct", [r["mfu"]]),
-                    ("MFU incl. attention", "pct", [r["mfu_incl_attn"]]),
-                    ("peak memory allocated", "gb", [r["peak_mem_gb"]]),
-                    ("peak memory reserved", "gb", [r["peak_reserved_gb"]]),
-                ])
-
-
 def print_dpo(res: dict, epochs: int):
     names = [("dpo_trl_default", "TRL default"), ("dpo_handbook", "handbook")]
     ok = [(k, lab) for k, lab in names if res.get(k, {}).get("status") == "ok"]
@@ -611,10 +555,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cuda if available, else cpu")
     p.add_argument("--size", choices=sorted(SIZES), default="1b")
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
-    p.add_argument("--seq-len", type=int, default=None, help="SFT row length and dDPO max length (1b: 2048)")
-    p.add_argument("--batch-size", type=int, default=None, help="SFT rows per step (1b: 8)")
-    p.add_argument("--warmup", type=int, default=None, help="SFT warm-up steps (1b: 10)")
-    p.add_argument("--steps", type=int, default=None, help="SFT timed steps (1b: 20)")
+    p.add_argument("--seq-len", type=int, default=None, help="dDPO max length of a row (1b: 2048)")
     p.add_argument("--pairs", type=int, default=None, help="dDPO synthetic preference pairs (1b: 1024)")
     p.add_argument("--dpo-batch-size", type=int, default=None, help="pairs per dDPO step (1b: 4, i.e. 8 rows)")
     p.add_argument("--ref-batch-size", type=int, default=None, help="pairs per reference-pass batch "
@@ -628,7 +569,6 @@ def parse_args(argv=None):
     p.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing (off by default)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (off by default)")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s for MFU")
-    p.add_argument("--benchmarks", default="sft,dpo", help="comma list of: sft, dpo")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (CPU runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write all results as JSON here")
@@ -710,8 +650,8 @@ def _main(args, device, dtype) -> dict:
         else None,
         "dtype": args.dtype, "peak_tflops": peak_tflops, "peak_source": peak_source,
         "model": {"size": args.size, **SIZES[args.size], "attn_implementation": "sdpa", "tied": False, **counts},
-        "flops_convention": "N = all parameters except the input embedding (lm_head included); SFT 6N per "
-                            "token; dDPO 8N per token with a live reference, 6N with precomputed reference "
+        "flops_convention": "N = all parameters except the input embedding (lm_head included); "
+                            "dDPO 8N per token with a live reference, 6N with precomputed reference "
                             "log-probs (+2N per token once for the reference pass); MFU = FLOPs/s / peak dense "
                             "bf16; dDPO MFU on real (non-pad) tokens",
         "optimizer": "AdamW" + (" fused" if device.type == "cuda" else "") + f", {args.dtype} params and states",
@@ -733,52 +673,40 @@ def _main(args, device, dtype) -> dict:
             with open(args.out, "w") as f:
                 json.dump(results, f, indent=2, default=str)
 
-    wanted = {b.strip() for b in args.benchmarks.split(",") if b.strip()}
-    if "sft" in wanted:
-        results["sft"] = _run("sft", lambda a: bench_sft(a, config, device, dtype, peak_tflops, counts), args, device,
-                              "batch_size")
-        print_sft(results["sft"])
-        save()
-    if "dpo" in wanted:
-        data = make_pairs(args.pairs, args.seq_len, args.dpo_mean_len, args.dpo_cv, args.prompt_share,
-                          c["vocab_size"], args.seed + 10)
-        rows = data["chosen_len"] + data["rejected_len"]
-        mean = sum(rows) / len(rows)
-        std = math.sqrt(sum((x - mean) ** 2 for x in rows) / len(rows))
-        dpo = {"dataset": {"pairs": args.pairs, "dpo_batch_size": args.dpo_batch_size, "max_len": args.seq_len,
-                           "target_mean_len": args.dpo_mean_len, "target_cv": args.dpo_cv,
-                           "mean_row_len": mean, "cv_row_len": std / mean,
-                           "capped_share": sum(x >= args.seq_len for x in rows) / len(rows),
-                           "prompt_share": sum(data["prompt_len"]) * 2 / sum(rows),
-                           "real_tokens": sum(rows), "epochs": args.epochs, "beta": BETA}}
-        results["dpo"] = dpo
-        dpo["dpo_trl_default"] = _run("dpo_trl_default", lambda a: bench_dpo_default(
-            a, config, device, dtype, peak_tflops, counts, data), args, device, "dpo_batch_size")
-        save()
-        dpo["dpo_handbook"] = _run("dpo_handbook", lambda a: bench_dpo_handbook(
-            a, config, device, dtype, peak_tflops, counts, data), args, device, "dpo_batch_size")
-        a, b = dpo["dpo_trl_default"], dpo["dpo_handbook"]
-        if a.get("status") == "ok" and b.get("status") == "ok":
-            dpo["comparison"] = {
-                "whole_run_speedup": a["whole_run"]["total_s"] / b["whole_run"]["total_s"],
-                "train_real_tokens_per_s_ratio": b["real_tokens_per_s"] / a["real_tokens_per_s"],
-                "peak_mem_saving_gb": (a["peak_mem_gb"] - b["peak_mem_gb"]) if a["peak_mem_gb"] is not None
-                else None,
-            }
-        print_dpo(dpo, args.epochs)
-        save()
+    data = make_pairs(args.pairs, args.seq_len, args.dpo_mean_len, args.dpo_cv, args.prompt_share,
+                      c["vocab_size"], args.seed + 10)
+    rows = data["chosen_len"] + data["rejected_len"]
+    mean = sum(rows) / len(rows)
+    std = math.sqrt(sum((x - mean) ** 2 for x in rows) / len(rows))
+    dpo = {"dataset": {"pairs": args.pairs, "dpo_batch_size": args.dpo_batch_size, "max_len": args.seq_len,
+                       "target_mean_len": args.dpo_mean_len, "target_cv": args.dpo_cv,
+                       "mean_row_len": mean, "cv_row_len": std / mean,
+                       "capped_share": sum(x >= args.seq_len for x in rows) / len(rows),
+                       "prompt_share": sum(data["prompt_len"]) * 2 / sum(rows),
+                       "real_tokens": sum(rows), "epochs": args.epochs, "beta": BETA}}
+    results["dpo"] = dpo
+    dpo["dpo_trl_default"] = _run("dpo_trl_default", lambda a: bench_dpo_default(
+        a, config, device, dtype, peak_tflops, counts, data), args, device, "dpo_batch_size")
+    save()
+    dpo["dpo_handbook"] = _run("dpo_handbook", lambda a: bench_dpo_handbook(
+        a, config, device, dtype, peak_tflops, counts, data), args, device, "dpo_batch_size")
+    a, b = dpo["dpo_trl_default"], dpo["dpo_handbook"]
+    if a.get("status") == "ok" and b.get("status") == "ok":
+        dpo["comparison"] = {
+            "whole_run_speedup": a["whole_run"]["total_s"] / b["whole_run"]["total_s"],
+            "train_real_tokens_per_s_ratio": b["real_tokens_per_s"] / a["real_tokens_per_s"],
+            "peak_mem_saving_gb": (a["peak_mem_gb"] - b["peak_mem_gb"]) if a["peak_mem_gb"] is not None
+            else None,
+        }
+    print_dpo(dpo, args.epochs)
+    save()
     results["meta"]["total_wall_s"] = time.perf_counter() - t_start
     if device.type == "cuda" and peak_tflops:
-        goals = {"sft_mfu_goal": 0.40, "dpo_mfu_real_goal": 0.30}
-        s = results.get("sft", {})
-        h = results.get("dpo", {}).get("dpo_handbook", {})
-        goals["sft_mfu"] = s.get("mfu")
-        goals["dpo_handbook_mfu_real"] = h.get("mfu_real")
-        goals["sft_meets_goal"] = None if s.get("mfu") is None else s["mfu"] >= 0.40
-        goals["dpo_meets_goal"] = None if h.get("mfu_real") is None else h["mfu_real"] >= 0.30
+        h = results["dpo"].get("dpo_handbook", {})
+        goals = {"dpo_mfu_real_goal": 0.30, "dpo_handbook_mfu_real": h.get("mfu_real"),
+                 "dpo_meets_goal": None if h.get("mfu_real") is None else h["mfu_real"] >= 0.30}
         results["goals"] = goals
-        print(f"\ngoals (H100): SFT MFU >= 40 %: {goals['sft_meets_goal']}; "
-              f"dDPO (handbook) MFU on real tokens >= 30 %: {goals['dpo_meets_goal']}")
+        print(f"\ngoal (H100): dDPO (handbook) MFU on real tokens >= 30 %: {goals['dpo_meets_goal']}")
     print(f"\ntotal wall time {results['meta']['total_wall_s']:.1f} s" + (f"; JSON: {args.out}" if args.out else ""))
     save()
     return results

@@ -15,7 +15,7 @@ from pathlib import Path
 from .core.backends import with_timeout
 from .core.configs import check_dataclass, check_time_bounds, parse_config
 from .core.outputs import OVERWRITE_HELP, claim_output_dir
-from .core.runner import guarded_run, reported_errors
+from .core.runner import RunPolicy, guarded_run, reported_errors
 from .dsft.dialogues import DialogueConfig, generate_dialogue_sets
 from .tiers import build_backend, prompts_from
 
@@ -64,20 +64,21 @@ def run(args: DsftDataArguments, progress: bool = True):
     :class:`handbook.core.runner.CallsFailed` and saves nothing; a rerun makes exactly the missing calls."""
     output = args.output_dir.rstrip("/")
     claim_output_dir(output, "dSFT dialogues", args.overwrite_output_dir)  # not a folder of other files
-    with guarded_run(f"{output}.lock", f"the output {output}", args.max_total_seconds, args.allow_cache_reuse):
-        return _run(args, progress)
+    with guarded_run(f"{output}.lock", f"the output {output}", args.max_total_seconds, args.allow_cache_reuse) as policy:
+        return _run(args, progress, policy)
 
 
-def _run(args: DsftDataArguments, progress: bool):
+def _run(args: DsftDataArguments, progress: bool, policy: RunPolicy):
     prompts = prompts_from(args.seed_prompts, args.toy_prompts_per_category, args.seed)
-    teacher = build_backend(with_timeout(args.teacher, args.timeout))
+    teacher = build_backend(with_timeout(args.teacher, args.timeout), deadline=policy.deadline)
     config = DialogueConfig(num_turns=args.num_turns, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                             seed=args.seed, batch_size=args.batch_size)
     cache = args.cache_path or f"{args.output_dir.rstrip('/')}.cache.jsonl"
     caches = [cache if args.replies_per_prompt == 1 else str(Path(cache).with_name(f"{Path(cache).stem}.{r}"
                                                                                  f"{Path(cache).suffix}"))
               for r in range(args.replies_per_prompt)]  # one cache per set, whatever the name's suffix
-    dataset = generate_dialogue_sets(prompts, teacher, config, args.replies_per_prompt, caches, progress=progress)
+    dataset = generate_dialogue_sets(prompts, teacher, config, args.replies_per_prompt, caches, progress=progress,
+                                     policy=policy)
     dataset.save_to_disk(args.output_dir)
     return dataset
 

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.backends import OpenAIBackend, Sampling
+from .core.deadline import Deadline
 from .core.configs import ConfigError, check_time_bounds, parse_command
 from .core.data import read_prompts, write_jsonl, write_text_atomic
 from .core.outputs import OVERWRITE_HELP, check_safe_name, claim_output_dir
-from .core.runner import EmptyOutput, guarded_run, reported_errors
+from .core.runner import EmptyOutput, RunPolicy, guarded_run, reported_errors
 from .evaluation.judge_prompts import load_judge_prompts
 from .evaluation.mt_bench import aggregate, load_questions, reference_answers_for, run_models
 from .evaluation.win_rate import pairwise_win_rate
@@ -40,18 +41,20 @@ from .toy.judges import ToyMTJudge, toy_questions
 
 
 def judge_backend(base_url: str | None, model: str | None, api_key_env: str, max_concurrency: int,
-                  timeout: float | None = None):
+                  timeout: float | None = None, deadline: Deadline | None = None):
     if base_url is None:
         return ToyMTJudge(), "toy-rubric"
     if not model:
         raise ConfigError("--judge_model is required with --judge_base_url")
     extra = {} if timeout is None else {"timeout": timeout}
-    return OpenAIBackend(base_url, model, api_key_env=api_key_env, max_concurrency=max_concurrency, **extra), model
+    return OpenAIBackend(base_url, model, api_key_env=api_key_env, max_concurrency=max_concurrency, deadline=deadline,
+                         **extra), model
 
 
 def _guarded(output_dir: Path, max_total_seconds: float | None, allow_reuse: bool, overwrite: bool = False):
     """The output folder claimed (:func:`handbook.core.outputs.claim_output_dir`: not a foreign folder unless
-    ``overwrite``) and locked as ``<output_dir>/.lock`` for the run (:func:`handbook.core.runner.guarded_run`)."""
+    ``overwrite``) and locked as ``<output_dir>/.lock`` for the run (:func:`handbook.core.runner.guarded_run`, which
+    gives the body the run's :class:`~handbook.core.runner.RunPolicy`)."""
     claim_output_dir(output_dir, "evaluation", overwrite)
     return guarded_run(output_dir / ".lock", f"the output folder {output_dir}", max_total_seconds, allow_reuse)
 
@@ -70,19 +73,21 @@ def run_mt_bench(model: str, model_id: str, output_dir: str, questions_path=None
     written, with their raw replies; no results file)."""
     check_safe_name(model_id, "model_id")  # it names files: model_answer/<model_id>.jsonl, results-<model_id>.json
     out = Path(output_dir)
-    with _guarded(out, max_total_seconds, allow_reuse, overwrite_output_dir):
+    with _guarded(out, max_total_seconds, allow_reuse, overwrite_output_dir) as policy:
         return _mt_bench(model, model_id, out, questions_path, judge_prompts_path, reference_answers_path,
-                         judge_base_url, judge_model, api_key_env, max_new_tokens, max_concurrency, progress, timeout)
+                         judge_base_url, judge_model, api_key_env, max_new_tokens, max_concurrency, progress, timeout,
+                         policy)
 
 
 def _mt_bench(model, model_id, out: Path, questions_path, judge_prompts_path, reference_answers_path, judge_base_url,
-              judge_model, api_key_env, max_new_tokens, max_concurrency, progress, timeout) -> dict:
+              judge_model, api_key_env, max_new_tokens, max_concurrency, progress, timeout, policy: RunPolicy) -> dict:
     questions = load_questions(questions_path) if questions_path else toy_questions()
     # FastChat's rule: math/reasoning/coding against GPT-4's reference answers, refused before any work without them
     references = reference_answers_for(questions, questions_path, reference_answers_path)
-    judge, judge_name = judge_backend(judge_base_url, judge_model, api_key_env, max_concurrency, timeout)
+    judge, judge_name = judge_backend(judge_base_url, judge_model, api_key_env, max_concurrency, timeout,
+                                      policy.deadline)
     _, judgments = run_models(questions, {model_id: model_backend(model)}, judge, judge_name, out, max_new_tokens,
-                              load_judge_prompts(judge_prompts_path), references, progress=progress)
+                              load_judge_prompts(judge_prompts_path), references, progress=progress, policy=policy)
     path = out / "model_judgment" / f"{judge_name}_single.jsonl"
     results = aggregate(judgments, questions)[model_id]
     if results["score"] is None:
@@ -181,13 +186,13 @@ def run_win_rate(args: WinRateArguments):
     if not prompts:
         raise EmptyOutput(f"{args.prompts}: no prompts, so no win rate (nothing judged, nothing written)")
     out = Path(args.output_dir)
-    with _guarded(out, args.max_total_seconds, False, args.overwrite_output_dir):
+    with _guarded(out, args.max_total_seconds, False, args.overwrite_output_dir) as policy:
         convs = [[{"role": "user", "content": p}] for p in prompts]
         sampling = Sampling(0.0, 1.0, args.max_new_tokens, 0)
         answers = model_backend(args.model).chat(convs, sampling)
         reference = model_backend(args.reference_model).chat(convs, sampling)
         judge, _ = judge_backend(args.judge_base_url, args.judge_model, args.api_key_env, args.max_concurrency,
-                                 args.timeout)
+                                 args.timeout, policy.deadline)
         rate, records = pairwise_win_rate(prompts, answers, reference, judge)
         write_jsonl(out / "pairwise_judgments.jsonl", records)
     if rate is None:

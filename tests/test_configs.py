@@ -333,7 +333,7 @@ def test_build_pool_takes_a_good_pool():
     built = []
     members = build_pool([{"name": "a", "backend": {"type": "x"}, "temperature": 0.5},
                           {"name": "b", "backend": {"type": "x"}, "max_new_tokens": 8, "seed": 9}],
-                         lambda spec, shard=None: built.append(spec) or object())
+                         lambda spec, shard=None, deadline=None: built.append(spec) or object())
     assert len(built) == 1  # the same backend spec is built once
     assert [(m.name, m.sampling.temperature, m.sampling.max_new_tokens, m.sampling.seed) for m in members] == \
         [("a", 0.5, 256, 0), ("b", 1.0, 8, 9)]

@@ -10,11 +10,7 @@ def test_gpu_bench_tiny_cpu(tmp_path, load_bench):
     load_bench("gpu_bench").main(["--size", "tiny", "--device", "cpu", "--threads", "1", "--peak-tflops", "1.0",
                                   "--out", str(out)])
     res = json.loads(out.read_text())
-
-    sft = res["sft"]
-    assert sft["status"] == "ok"
-    assert sft["tokens_per_s"] > 0 and sft["real_token_share"] == 1.0
-    assert sft["mfu"] is not None and sft["mfu"] > 0 and "mfu_incl_attn" in sft
+    assert "sft" not in res  # the shipped dSFT path is measured by bench/gpu_check.py, not a look-alike here
 
     dpo = res["dpo"]
     default, handbook = dpo["dpo_trl_default"], dpo["dpo_handbook"]

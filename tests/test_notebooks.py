@@ -86,9 +86,12 @@ def expect_04(m):
     assert m["eval_rewards_margins"] > 0
     claims.check("04_ddpo", m)  # dDPO > dSFT by following intent, reward accuracy, over-fitting gap, β moves the policy
     assert set(m["beta_sweep"]) == {"0.01", "0.1", "0.5"}
-    # what goes wrong: every β of the sweep moved the policy (KL > 0), a smaller β further than β 0.5 ...
+    # what goes wrong: every β of the sweep moved the policy (KL > 0) ... The order of the sweep's KLs is not asserted:
+    # on an AMD EPYC (AVX-512) β 0.01 drifted furthest (3.22 / 2.57 / 1.49 nats for β 0.01 / 0.1 / 0.5), on an Intel
+    # Xeon with AMX the same chain gave 1.115 / 1.291 / 1.115 — a kernel-dependent order, not a claim. That a smaller
+    # β moves the policy further is asserted where it holds by a margin: margin / β (claim beta_moves_policy).
     kl = m["beta_sweep_kl"]
-    assert all(v > 0 for v in kl.values()) and kl["0.01"] > kl["0.5"], kl
+    assert all(v > 0 for v in kl.values()), kl
     # ... and β 0.01 at 10x the learning rate ran away: far more KL than any β of the sweep, a rubric score far below
     # dSFT's, degenerate replies — with a held-out reward accuracy that still looks healthy. Measured over 3 training
     # seeds (off the chain): KL 49-76 nats vs <= 3.3 for the sweep, score 2.9-3.8 vs dSFT ~8, 22-35 % degenerate,

@@ -25,7 +25,8 @@ import yaml
 from handbook.aif.pipeline import AIFArguments, run_generate
 from handbook.aif.rating import parse_rating_request
 from handbook.core.backends import (OpenAIBackend, Sampling, TimeLimitReached, TransportError, conversation_seed,
-                                    describe_backend, time_limit, weights_fingerprint)
+                                    describe_backend, weights_fingerprint)
+from handbook.core.deadline import Deadline
 from handbook.core.configs import ConfigError, parse_command, parse_config
 from handbook.core.data import prompt_id
 from handbook.core.runner import CacheMismatch, CallsFailed, EmptyOutput, OutputLocked, exclusive_lock
@@ -370,9 +371,9 @@ def test_time_options_are_checked_before_any_work(tmp_path, command, key, value)
 
 def test_a_request_waits_at_most_its_timeout_and_the_run_at_most_its_bound(server):
     server.mode = "stall"
-    backend = build_backend(_endpoint(server, max_retries=10, timeout=0.5))
     start = time.monotonic()
-    with time_limit(2.0), pytest.raises(TimeLimitReached, match=r"the time bound of 2 s \(`max_total_seconds`\) ran out"):
+    backend = build_backend(_endpoint(server, max_retries=10, timeout=0.5), deadline=Deadline(2.0))
+    with pytest.raises(TimeLimitReached, match=r"the time bound of 2 s \(`max_total_seconds`\) ran out"):
         backend.chat([[{"role": "user", "content": "hi"}]] * 3, Sampling(max_new_tokens=4))
     assert 1.9 < time.monotonic() - start < 3.5
     assert len(server.requests) >= 6  # each request timed out at 0.5 s and was retried until the bound

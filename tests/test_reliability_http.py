@@ -9,7 +9,6 @@ user meets through a command run the command as a real process.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -18,7 +17,8 @@ import yaml
 
 from handbook.aif.pipeline import AIFArguments, run_generate
 from handbook.core.backends import (BackendError, OpenAIBackend, RequestRefused, Sampling, TimeLimitReached,
-                                    TransportError, time_limit)
+                                    TransportError)
+from handbook.core.deadline import Deadline
 from handbook.core.configs import ConfigError, parse_config
 from handbook.core.runner import CallsFailed
 from handbook.core.secrets import ALLOW_KEY_ENV, redact, redact_url
@@ -59,9 +59,9 @@ def test_a_trickling_reply_is_cut_off_at_the_request_timeout(server):
 
 def test_a_trickling_reply_stops_at_the_run_bound(server):
     server.mode, server.trickle_seconds = "trickle", 0.2
-    backend = _backend(server, timeout=60, max_retries=5)
     start = time.monotonic()
-    with time_limit(2.0), pytest.raises(TimeLimitReached, match="the time bound of 2 s"):
+    backend = _backend(server, timeout=60, max_retries=5, deadline=Deadline(2.0))
+    with pytest.raises(TimeLimitReached, match="the time bound of 2 s"):
         backend.chat(HI, Sampling(max_new_tokens=4))
     assert time.monotonic() - start < 3.5
 
@@ -149,9 +149,9 @@ def test_the_servers_retry_after_is_obeyed(server):
 
 def test_a_retry_after_past_the_run_bound_stops_at_once(server):
     server.mode, server.retry_after = "status:503", 30
-    backend = _backend(server, max_retries=5)
     start = time.monotonic()
-    with time_limit(5.0), pytest.raises(TimeLimitReached, match="the time bound of 5 s .* after 1 attempt"):
+    backend = _backend(server, max_retries=5, deadline=Deadline(5.0))
+    with pytest.raises(TimeLimitReached, match="the time bound of 5 s .* after 1 attempt"):
         backend.chat(HI, Sampling(max_new_tokens=4))
     assert time.monotonic() - start < 2 and len(server.requests) == 1
 

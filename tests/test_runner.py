@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from handbook.core.runner import ResumableCalls
+from handbook.core.runner import ResumableCalls, RunPolicy
 
 META = {"model": "m", "seed": 0}
 KEYS = ("item", "phase")
@@ -27,8 +27,8 @@ def _items(n, phase=0):
     return [((f"i{k}", phase), f"p{k}.{phase}") for k in range(n)]
 
 
-def _run(path, backend, n=10, batch_size=3, meta=META, phases=1, progress=False):
-    with ResumableCalls(path, meta, KEYS, total=n * phases, desc="test", progress=progress) as calls:
+def _run(path, backend, n=10, batch_size=3, meta=META, phases=1, progress=False, policy=RunPolicy()):
+    with ResumableCalls(path, meta, KEYS, total=n * phases, desc="test", progress=progress, policy=policy) as calls:
         for phase in range(phases):
             calls.run(_items(n, phase), backend, batch_size)
     return calls
@@ -232,7 +232,7 @@ def test_a_batch_that_fails_whole_stops_the_run_and_later_phases_never_start(tmp
 
 
 def test_no_batch_starts_past_the_time_bound(tmp_path):
-    from handbook.core.backends import time_limit
+    from handbook.core.deadline import Deadline
     from handbook.core.runner import CallsFailed
 
     path = tmp_path / "c.jsonl"
@@ -243,6 +243,34 @@ def test_no_batch_starts_past_the_time_bound(tmp_path):
         time.sleep(0.3)
         return [{"out": p} for p in payloads]
 
-    with time_limit(0.5), pytest.raises(CallsFailed, match=r"0 of 10 call\(s\) failed .*time bound of 0.5 s"):
-        _run(path, slow, n=10, batch_size=2)
+    with pytest.raises(CallsFailed, match=r"0 of 10 call\(s\) failed .*time bound of 0.5 s"):
+        _run(path, slow, n=10, batch_size=2, policy=RunPolicy(Deadline(0.5)))
     assert len(_records(path)) == 4  # two batches finished in the bound, and are kept
+
+
+def test_a_time_bound_is_passed_never_inherited(tmp_path):
+    """The bound is a value given to what it bounds (issue 23.5): a loop made while another run's guard is open,
+    without that run's policy, is not bounded by it; the guard's deadline starts when the guard opens."""
+    import time
+
+    from handbook.core.deadline import Deadline
+    from handbook.core.runner import guarded_run
+
+    def slow(payloads):
+        time.sleep(0.2)
+        return [{"out": p} for p in payloads]
+
+    with guarded_run(tmp_path / "out.lock", "out", max_total_seconds=0.3) as policy:
+        assert policy.deadline.seconds == 0.3 and 0.2 < policy.deadline.left() <= 0.3 and not policy.allow_reuse
+        time.sleep(0.35)
+        assert policy.deadline.passed() and policy.deadline.message() == \
+            "the time bound of 0.3 s (`max_total_seconds`) ran out"
+        assert len(_run(tmp_path / "free.jsonl", slow, n=6, batch_size=2).results) == 6  # not given: not bounded
+        with pytest.raises(Exception, match="time bound of 0.3 s"):
+            _run(tmp_path / "bounded.jsonl", slow, n=6, batch_size=2, policy=policy)
+    with guarded_run(tmp_path / "out.lock", "out", allow_reuse=True) as policy:
+        assert policy.deadline is None and policy.allow_reuse
+    assert Deadline.after(None) is None
+    for bad in (0, -1, True, "10"):
+        with pytest.raises(ValueError, match="`max_total_seconds`: invalid value"):
+            Deadline(bad)

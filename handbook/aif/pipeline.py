@@ -20,7 +20,7 @@ from ..core.backends import build_backend as core_build_backend
 from ..core.configs import ConfigError, check_dataclass, check_time_bounds
 from ..core.data import write_jsonl, write_text_atomic
 from ..core.outputs import OVERWRITE_HELP, claim_output_dir
-from ..core.runner import EmptyOutput, guarded_run
+from ..core.runner import EmptyOutput, RunPolicy, guarded_run
 from .binarize import MEAN_OF_ASPECTS_RULES, RULES, binarize
 from .pool import PoolMemberSpec, build_pool, generate_pool
 from .rating import rate_pool
@@ -104,14 +104,15 @@ class ConvertArguments:
 
 
 def rate_prompts(prompts: Sequence[str], members, judge: ChatBackend, args: AIFArguments, pool_cache=None,
-                 ratings_cache=None, progress: bool = True) -> list[dict]:
+                 ratings_cache=None, progress: bool = True, policy: RunPolicy = RunPolicy()) -> list[dict]:
     """Pool → teacher ratings, the stage's one flow: each prompt answered by every pool member
     (:func:`~handbook.aif.pool.generate_pool`), each answer rated by ``judge``
     (:func:`~handbook.aif.rating.rate_pool`, greedy, ``args.judge_max_new_tokens``), both resumable through their
-    caches. ``python -m handbook.aif_data generate``, the toy world's preference data and notebook 03 all call it."""
-    pool = generate_pool(prompts, members, pool_cache, args.batch_size, progress)
+    caches. ``python -m handbook.aif_data generate``, the toy world's preference data and notebook 03 all call it.
+    ``policy``: the run's time bound and cache reuse (:class:`handbook.core.runner.RunPolicy`)."""
+    pool = generate_pool(prompts, members, pool_cache, args.batch_size, progress, policy)
     sampling = Sampling(temperature=0.0, max_new_tokens=args.judge_max_new_tokens, seed=0)
-    return rate_pool(pool, judge, ratings_cache, args.max_retries, sampling, args.batch_size, progress)
+    return rate_pool(pool, judge, ratings_cache, args.max_retries, sampling, args.batch_size, progress, policy)
 
 
 def triples_of(rated: Sequence[dict], rule: str, score: str | None, seed: int):
@@ -123,7 +124,7 @@ def triples_of(rated: Sequence[dict], rule: str, score: str | None, seed: int):
 def run_generate(args: AIFArguments, prompts: Sequence[str],
                  build_backend: Callable[..., ChatBackend] = core_build_backend, progress: bool = True):
     """Pool → ratings → triples for ``prompts`` into ``args.output_dir`` (``rated.jsonl``, ``triples/``,
-    ``report.json``). ``build_backend`` turns the recipe's backend specs into backends.
+    ``report.json``). ``build_backend(spec, shard=..., deadline=...)`` turns the recipe's backend specs into backends.
 
     The output folder is locked for the run (``<output_dir>/.lock``: a second run into it is refused with this
     run's pid); the run is bounded by ``max_total_seconds``. Requests that got no reply are never recorded: the
@@ -133,18 +134,18 @@ def run_generate(args: AIFArguments, prompts: Sequence[str],
     if args.rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}; got {args.rule!r}")
     out = claim_output_dir(args.output_dir, "AIF data", args.overwrite_output_dir)
-    with guarded_run(out / ".lock", f"the output folder {out}", args.max_total_seconds, args.allow_cache_reuse):
-        return _generate(args, prompts, build_backend, progress, out)
+    with guarded_run(out / ".lock", f"the output folder {out}", args.max_total_seconds, args.allow_cache_reuse) as policy:
+        return _generate(args, prompts, build_backend, progress, out, policy)
 
 
-def _generate(args: AIFArguments, prompts, build_backend, progress: bool, out: Path):
+def _generate(args: AIFArguments, prompts, build_backend, progress: bool, out: Path, policy: RunPolicy):
     from datasets import Dataset
 
     pool_spec = [dict(m, backend=with_timeout(m["backend"], args.timeout)) if isinstance(m, dict) else m
                  for m in args.pool]
-    judge = build_backend(with_timeout(args.judge, args.timeout))
-    rated = rate_prompts(prompts, build_pool(pool_spec, build_backend), judge, args, out / "pool.cache.jsonl",
-                         out / "ratings.cache.jsonl", progress)
+    judge = build_backend(with_timeout(args.judge, args.timeout), deadline=policy.deadline)
+    rated = rate_prompts(prompts, build_pool(pool_spec, build_backend, deadline=policy.deadline), judge, args,
+                         out / "pool.cache.jsonl", out / "ratings.cache.jsonl", progress, policy)
     write_jsonl(out / "rated.jsonl", rated)
     triples, report = triples_of(rated, args.rule, args.score, args.seed)
     write_text_atomic(out / "report.json", json.dumps({"rule": report.rule, "prompts": report.prompts, "kept": report.kept,

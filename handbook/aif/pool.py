@@ -12,9 +12,10 @@ from typing import Callable, Sequence
 
 from ..core.backends import ChatBackend, Sampling, chat_with_errors, describe_backend
 from ..core.backends import build_backend as core_build_backend
+from ..core.deadline import Deadline
 from ..core.configs import ConfigError, check_keys, check_values, known_keys
 from ..core.data import prompt_id
-from ..core.runner import ResumableCalls
+from ..core.runner import ResumableCalls, RunPolicy
 
 
 @dataclass
@@ -27,7 +28,7 @@ class PoolMember:
 
 
 def generate_pool(prompts: Sequence[str], members: Sequence[PoolMember], cache_path=None, batch_size: int = 64,
-                  progress: bool = True) -> list[dict]:
+                  progress: bool = True, policy: RunPolicy = RunPolicy()) -> list[dict]:
     """``[{"prompt", "prompt_id", "completions": [{"model", "response"}, ...]}]``, one row per distinct prompt.
 
     Resumable through :class:`handbook.core.runner.ResumableCalls` (records ``{"prompt_id", "model",
@@ -45,7 +46,7 @@ def generate_pool(prompts: Sequence[str], members: Sequence[PoolMember], cache_p
             "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
     ids = [prompt_id(p) for p in prompts]
     with ResumableCalls(cache_path or None, meta, ("prompt_id", "model"), len(prompts) * len(members),
-                        "AIF pool (completions)", progress) as calls:
+                        "AIF pool (completions)", progress, policy) as calls:
         for member in members:  # one phase per member; a request that got no reply stays in place, unrecorded
             calls.run((((pid, member.name), [{"role": "user", "content": p}]) for p, pid in zip(prompts, ids)),
                       lambda batch: [r if isinstance(r, Exception) else {"response": r}
@@ -107,19 +108,20 @@ class PoolMemberSpec:
 
 
 def build_pool(pool_spec: Sequence[dict], build_backend: Callable[..., ChatBackend] = core_build_backend,
-               shard: bool | None = None) -> list[PoolMember]:
+               shard: bool | None = None, deadline: Deadline | None = None) -> list[PoolMember]:
     """Pool members from a recipe's ``pool:`` list; members with the same backend spec share one loaded model.
 
     Every member is checked first (:class:`PoolMemberSpec`: its keys, the types of its values; errors name
-    ``pool[N].key``), so a typo fails before any model loads. ``build_backend`` turns a backend spec into a
-    backend (the toy world passes one that knows its own types).
+    ``pool[N].key``), so a typo fails before any model loads. ``build_backend(spec, shard=..., deadline=...)`` turns a
+    backend spec into a backend (the toy world passes one that knows its own types); ``deadline``, the run's time
+    bound, goes to every backend it builds.
     """
     members, backends = [], {}
     for spec in PoolMemberSpec.from_pool(pool_spec):
         backend_spec = dict(spec.backend)
         cache_key = json.dumps(backend_spec, sort_keys=True)
         if cache_key not in backends:  # members sharing a model load it once
-            backends[cache_key] = build_backend(backend_spec, shard=shard)
+            backends[cache_key] = build_backend(backend_spec, shard=shard, deadline=deadline)
         sampling = Sampling(temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens,
                             seed=spec.seed)
         members.append(PoolMember(spec.name, backends[cache_key], sampling))

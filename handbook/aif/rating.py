@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from ..core.backends import ChatBackend, Sampling, TransportError, chat_with_errors, describe_backend, text_sha256
-from ..core.runner import ResumableCalls
+from ..core.runner import ResumableCalls, RunPolicy
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 ASPECT_NAMES = {
@@ -273,7 +273,7 @@ def rate(items: Sequence[tuple[str, str]], judge: ChatBackend, max_retries: int 
 
 def rate_pool(rows: Sequence[dict], judge: ChatBackend, cache_path=None, max_retries: int = 2,
               sampling: Sampling = Sampling(temperature=0.0, max_new_tokens=400, seed=0), batch_size: int = 64,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, policy: RunPolicy = RunPolicy()) -> list[dict]:
     """Each completion gets its rating record (``status``, ``aspects``, ``overall``, ``fine_grained``,
     ``raw``, ``attempts``, ``error``); failed ratings stay in the rows with their raw reply.
 
@@ -287,7 +287,8 @@ def rate_pool(rows: Sequence[dict], judge: ChatBackend, cache_path=None, max_ret
                 [[r["prompt"], [c["model"] for c in r["completions"]], [c["response"] for c in r["completions"]]]
                  for r in rows]).encode()).hexdigest()}
     items = [((r["prompt_id"], c["model"]), (r["prompt"], c["response"])) for r in rows for c in r["completions"]]
-    with ResumableCalls(cache_path or None, meta, ("prompt_id", "model"), len(items), "AIF ratings", progress) as calls:
+    with ResumableCalls(cache_path or None, meta, ("prompt_id", "model"), len(items), "AIF ratings", progress,
+                        policy) as calls:
         calls.run(items, lambda batch: [res if isinstance(res, Exception) else res.to_record()
                                         for res in rate(batch, judge, max_retries, sampling)], batch_size)
     done = calls.results

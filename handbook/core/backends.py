@@ -23,7 +23,7 @@ name, and for a local model a fingerprint of its weights (:func:`weights_fingerp
 
 **Failures.** :class:`TransportError` is a request that got no usable reply — the server unreachable, a
 timeout, 429/5xx after the retries, a malformed reply (a 200 whose body is HTML or invalid JSON, no
-``choices``, no content), or the run's time bound (:func:`time_limit`) reached. It is never a result: callers
+``choices``, no content), or the run's time bound (its :class:`~handbook.core.deadline.Deadline`) reached. It is never a result: callers
 report it and a rerun asks again. :class:`RequestRefused` is the server's definite answer about one request
 (HTTP 400, 422: retrying will not help); any other :class:`BackendError` is a setting that is wrong for every
 request (a wrong URL, model or key), raised at once.
@@ -31,7 +31,6 @@ request (a wrong URL, model or key), raised at once.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import json
@@ -44,9 +43,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 from urllib.parse import urlparse
 
+from .deadline import Deadline, time_left
 from .distributed import world_size
 from .secrets import ALLOW_KEY_ENV
 
@@ -90,7 +90,7 @@ class RequestRefused(BackendError):
 
 
 class TimeLimitReached(TransportError):
-    """The run's time bound (:func:`time_limit`) ran out before this request got a reply."""
+    """The run's time bound (the backend's :class:`~handbook.core.deadline.Deadline`) ran out before this request got a reply."""
 
 
 def chat_with_errors(backend: ChatBackend, conversations, sampling: Sampling) -> list:
@@ -107,46 +107,6 @@ def describe_backend(backend) -> dict:
     describe = getattr(backend, "describe", None)
     return json.loads(json.dumps(describe() if callable(describe) else {"name": getattr(backend, "name", None)},
                                  sort_keys=True, default=str))
-
-
-# ---------------------------------------------------------------------------------------------
-# The run's time bound
-# ---------------------------------------------------------------------------------------------
-_time_limit: tuple[float, float, str] | None = None  # (deadline on the monotonic clock, seconds, option name)
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float | None, option: str = "max_total_seconds") -> Iterator[None]:
-    """Bound the time of everything run inside: an HTTP request is not started (nor retried) past the bound and
-    waits at most until it, and :class:`handbook.core.runner.ResumableCalls` makes no batch past it. ``None``: no
-    bound. ``option`` names the setting in the messages. The bound covers every thread of the process."""
-    global _time_limit
-    if seconds is not None and seconds <= 0:
-        raise ValueError(f"`{option}`: invalid value {seconds}; must be greater than 0")
-    previous = _time_limit
-    if seconds is not None:
-        deadline = time.monotonic() + seconds
-        if previous is None or deadline < previous[0]:  # the tighter bound wins
-            _time_limit = (deadline, seconds, option)
-    try:
-        yield
-    finally:
-        _time_limit = previous
-
-
-def time_left() -> float | None:
-    """Seconds left before the time bound of :func:`time_limit` (0 once it has passed), or ``None`` without one."""
-    if _time_limit is None:
-        return None
-    return max(0.0, _time_limit[0] - time.monotonic())
-
-
-def time_limit_message() -> str:
-    """``the time bound of 30 s (max_total_seconds) ran out`` for the bound in force."""
-    if _time_limit is None:
-        return "no time bound is set"
-    return f"the time bound of {_time_limit[1]:g} s (`{_time_limit[2]}`) ran out"
-
 
 # ---------------------------------------------------------------------------------------------
 # Fingerprints
@@ -443,7 +403,8 @@ class OpenAIBackend:
     and jitter (``backoff * 2**attempt`` s, at most ``max_backoff``) or after the server's ``Retry-After``: HTTP
     408, 409, 429 and 5xx, a timeout, a dropped connection, a malformed reply (a 200 whose body is not the JSON of a
     chat completion: HTML, invalid JSON, no ``choices``, no content). After the retries it fails with
-    :class:`TransportError`; so does a request that the run's time bound (:func:`time_limit`) cuts short, another
+    :class:`TransportError`; so does a request that the run's time bound (``deadline``, a
+    :class:`~handbook.core.deadline.Deadline` given by the run) cuts short, another
     4xx (402, 413, ...: not this request's fault, nothing to record, a rerun asks again) and a reply over
     :data:`MAX_REPLY_BYTES`. HTTP 400 and 422 (the server refusing this request's content) are a
     :class:`RequestRefused`. A wrong URL, model or key (404, 401, 403) raises :class:`BackendError` at once.
@@ -453,7 +414,7 @@ class OpenAIBackend:
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
                  max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
                  backoff: float = 0.5, max_backoff: float = 30.0, name: str | None = None,
-                 key_env_confirmed: bool = False):
+                 key_env_confirmed: bool = False, deadline: Deadline | None = None):
         import httpx2
         import openai
 
@@ -493,6 +454,7 @@ class OpenAIBackend:
         self.timeout = timeout
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.deadline = deadline  # the run's time bound, given by the run (never read from a global)
         self._client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout,
                                      http_client=openai.DefaultHttpxClient(transport=_deadline_transport(httpx2)))
         self._stats_lock = threading.Lock()
@@ -527,13 +489,13 @@ class OpenAIBackend:
         asked = retry_after(exc)
         delay = asked if asked is not None else (
             min(self.max_backoff, self.backoff * 2 ** (state.attempt_number - 1)) * (0.5 + random.random() / 2))
-        left = time_left()
+        left = time_left(self.deadline)
         return delay if left is None else min(delay, left)
 
     def _stop(self, state) -> bool:
         if state.attempt_number > self.max_retries:
             return True
-        left = time_left()
+        left = time_left(self.deadline)
         if left is not None and left <= 0:
             return True
         asked = retry_after(state.outcome.exception())
@@ -547,9 +509,9 @@ class OpenAIBackend:
     def _attempt(self, conversation: Sequence[Message], sampling: Sampling) -> str:
         import openai
 
-        left = time_left()
+        left = time_left(self.deadline)
         if left is not None and left <= 0:
-            raise TimeLimitReached(f"{self.shown_url}: {time_limit_message()}")
+            raise TimeLimitReached(f"{self.shown_url}: {self.deadline.message()}")
         self._count("requests")
         kwargs: dict[str, Any] = dict(model=self.model, messages=list(conversation), temperature=sampling.temperature,
                                       top_p=sampling.top_p, max_tokens=sampling.max_new_tokens)
@@ -592,7 +554,7 @@ class OpenAIBackend:
                     or isinstance(too_large, _ReplyTooLarge)):
                 raise
             self._count("failures")
-            left, asked = time_left(), retry_after(exc)
+            left, asked = time_left(self.deadline), retry_after(exc)
             if isinstance(too_large, _ReplyTooLarge):
                 raise TransportError(f"{self.shown_url}: {too_large} (not read further, not retried; nothing is "
                                      "recorded, a rerun asks again)") from None
@@ -603,7 +565,7 @@ class OpenAIBackend:
                 raise TransportError(f"{self.shown_url}: {_describe(exc)} asking to retry after {asked:.0f} s (more "
                                      f"than {MAX_RETRY_AFTER:.0f} s); a rerun asks again") from None
             if attempts <= self.max_retries and left is not None and (left <= 0 or (asked or 0) > left):
-                raise TimeLimitReached(f"{self.shown_url}: {time_limit_message()} after {attempts} attempt(s) of "
+                raise TimeLimitReached(f"{self.shown_url}: {self.deadline.message()} after {attempts} attempt(s) of "
                                        f"this request; the last: {_describe(exc)}") from None
             if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
                 raise TransportError(f"cannot reach {self.shown_url} after {attempts} attempts: {exc}") from None
@@ -759,7 +721,8 @@ def with_timeout(spec: dict, timeout: float | None) -> dict:
 BackendFactory = Callable[..., "ChatBackend"]
 
 
-def build_backend(spec: dict, shard: bool | None = None, types: dict[str, BackendFactory] | None = None) -> ChatBackend:
+def build_backend(spec: dict, shard: bool | None = None, types: dict[str, BackendFactory] | None = None,
+                  deadline: Deadline | None = None) -> ChatBackend:
     """A backend from a config mapping, e.g. a recipe's ``teacher:`` block::
 
         {type: transformers, model_name_or_path: ..., gguf_file: ..., batch_size: 32}   # sharded under accelerate launch
@@ -768,7 +731,9 @@ def build_backend(spec: dict, shard: bool | None = None, types: dict[str, Backen
          max_concurrency: 8, max_retries: 5, timeout: 60}
 
     ``types`` adds backend types (name → factory taking the spec's other keys): the toy world adds
-    ``toy``, ``toy-judge`` and ``toy-mt-judge`` this way (``handbook.toy.backends``).
+    ``toy``, ``toy-judge`` and ``toy-mt-judge`` this way (``handbook.toy.backends``). ``deadline`` is the run's
+    time bound for an endpoint's requests (local models are bounded between batches, by
+    :class:`~handbook.core.runner.ResumableCalls`).
     """
     spec = dict(spec)
     kind = spec.pop("type", None)
@@ -785,6 +750,6 @@ def build_backend(spec: dict, shard: bool | None = None, types: dict[str, Backen
     if kind == "vllm":
         return VLLMBackend(**spec)
     if kind == "openai":
-        return OpenAIBackend(**spec)
+        return OpenAIBackend(**spec, deadline=deadline)
     known = ", ".join([*(types or {}), "transformers", "vllm", "openai"])
     raise ValueError(f"backend type must be one of {known}; got {kind!r}")

@@ -28,8 +28,8 @@ the prompt templates and of the inputs. Reopening a cache with the same ``meta``
 calls are not made again. Reopening it with a different ``meta`` is refused (:class:`CacheMismatch`) with a
 message naming the file and, field by field, what changed (``judge.noise: 0.1 in the cache, 0.9 now``): its
 results were made by another producer or with other arguments and are not this run's. To start over, delete
-the file or give the run another path; to reuse its results deliberately anyway, run inside
-:func:`allow_cache_reuse` (the commands' ``--allow_cache_reuse``): the header then takes the new ``meta`` and
+the file or give the run another path; to reuse its results deliberately anyway, pass
+``policy=RunPolicy(allow_reuse=True)`` (the commands' ``--allow_cache_reuse``): the header then takes the new ``meta`` and
 keeps the old ones under ``reused_from``, and a warning names what changed. A last line cut short by a kill is
 truncated away (that call was in flight, not finished, and is made again); a corrupt line anywhere else is an
 error naming the file and the line.
@@ -38,8 +38,8 @@ error naming the file and the line.
 ``handbook.core.backends.TransportError``: unreachable, timed out, 5xx after its retries, a malformed reply);
 when ``call`` raises a ``TransportError`` itself, every call of its batch failed. A failed call is never
 recorded. The run goes on with the next batches, stops at a batch in which every call failed (the endpoint is
-down: waiting through the rest would only repeat it) or when the time bound of
-``handbook.core.backends.time_limit`` has run out, and then ``run`` raises :class:`CallsFailed` with the
+down: waiting through the rest would only repeat it) or when the run's time bound (``policy.deadline``, a
+:class:`~handbook.core.deadline.Deadline`) has run out, and then ``run`` raises :class:`CallsFailed` with the
 count, the calls not attempted and the first error. What finished is on disk, so a rerun makes exactly the
 calls that are not recorded, and no other. (A caller that wants a failure *recorded* — a judge's reply
 without a rating, a request the server refused — makes a record of it: it is an answer, not an outage.)
@@ -61,12 +61,14 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from .backends import TransportError, time_left, time_limit, time_limit_message
+from .backends import TransportError
+from .deadline import Deadline
 from .secrets import redact
 
 logger = logging.getLogger(__name__)
@@ -207,33 +209,31 @@ def exclusive_lock(lock_path: str | os.PathLike, what: str) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------
 # Identity
 # ---------------------------------------------------------------------------------------------
-_reuse_allowed = False
+@dataclass(frozen=True)
+class RunPolicy:
+    """What one run of a command hands, explicitly, to every resumable loop and endpoint it makes.
 
+    ``deadline``: the run's time bound (``--max_total_seconds``; :class:`~handbook.core.deadline.Deadline`), given
+    to :class:`ResumableCalls` (no batch past it) and to the run's endpoints (``build_backend(spec,
+    deadline=...)``). ``allow_reuse`` (``--allow_cache_reuse``): a cache whose ``meta`` differs from the run's is
+    reused instead of refused (its header takes the run's ``meta``, the old one kept under ``reused_from``; a
+    warning names what changed), for a producer known to be the same under another identity: the same weights
+    copied to another folder, the same server at another address. The default, ``RunPolicy()``: no bound, no
+    reuse — what a notebook cell or a test gets unless it says otherwise."""
 
-@contextlib.contextmanager
-def allow_cache_reuse(enabled: bool = True) -> Iterator[None]:
-    """Inside, a cache whose ``meta`` differs from the run's is reused instead of refused (its header takes the
-    run's ``meta``, the old one kept under ``reused_from``; a warning names what changed). For a producer known
-    to be the same under another identity: the same weights copied to another folder, the same server at
-    another address."""
-    global _reuse_allowed
-    previous, _reuse_allowed = _reuse_allowed, enabled
-    try:
-        yield
-    finally:
-        _reuse_allowed = previous
+    deadline: Deadline | None = None
+    allow_reuse: bool = False
 
 
 @contextlib.contextmanager
 def guarded_run(lock_path: str | os.PathLike, what: str, max_total_seconds: float | None = None,
-                allow_reuse: bool = False) -> Iterator[None]:
+                allow_reuse: bool = False) -> Iterator[RunPolicy]:
     """One run of an entry point that writes an output (``dsft_data``, ``aif generate``, ``evaluate``): the output's
-    lock held (:func:`exclusive_lock` on ``lock_path``; ``what`` names the output to a second run), the run bounded
-    by ``max_total_seconds`` (:func:`handbook.core.backends.time_limit`) and, with ``allow_reuse``, a cache whose
-    identity changed reused (:func:`allow_cache_reuse`; without it, whatever reuse setting surrounds the call stands)."""
-    reuse = allow_cache_reuse() if allow_reuse else contextlib.nullcontext()
-    with exclusive_lock(lock_path, what), time_limit(max_total_seconds), reuse:
-        yield
+    lock held (:func:`exclusive_lock` on ``lock_path``; ``what`` names the output to a second run) while the body
+    runs, which gets the run's :class:`RunPolicy` — its deadline starts now — to pass on."""
+    policy = RunPolicy(Deadline.after(max_total_seconds), allow_reuse)
+    with exclusive_lock(lock_path, what):
+        yield policy
 
 
 def _flatten(value, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -270,12 +270,12 @@ class CallCache:
     """The cache file of :class:`ResumableCalls` (rules in the module docstring): ``records`` keyed by
     the tuple of ``key_fields`` of each record. Holds the file's lock until :meth:`close`."""
 
-    def __init__(self, path: str | os.PathLike, meta: dict, key_fields: Sequence[str], reuse: bool | None = None):
+    def __init__(self, path: str | os.PathLike, meta: dict, key_fields: Sequence[str], reuse: bool = False):
         self.path = Path(path)
         self.meta = json.loads(json.dumps(meta))  # as it will read back
         self.key_fields = tuple(key_fields)
         self.records: dict[tuple, dict] = {}
-        self.reuse = _reuse_allowed if reuse is None else reuse
+        self.reuse = reuse
         from .distributed import is_main_process
 
         self._lock = contextlib.ExitStack()
@@ -319,8 +319,8 @@ class CallCache:
                     f"are not this run's. What changed:\n  {changes}\n"
                     f"To start over, delete {self.path} (or give this run another output_dir / cache path); to "
                     "reuse its results deliberately anyway (the same weights copied elsewhere, the same server at "
-                    "another address), rerun with --allow_cache_reuse (in code: inside "
-                    "handbook.core.runner.allow_cache_reuse()).")
+                    "another address), rerun with --allow_cache_reuse (in code: "
+                    "policy=RunPolicy(allow_reuse=True)).")
             logger.warning("%s: reusing results made with other arguments or by another producer (allowed): %s",
                            self.path, changes.replace("\n  ", "; "))
             reused = [*header.get("reused_from", []), {"meta": header.get("meta"), "until": time.strftime("%Y-%m-%d %H:%M:%S")}]
@@ -377,10 +377,12 @@ class ResumableCalls:
     """
 
     def __init__(self, cache_path: str | os.PathLike | None, meta: dict, key_fields: Sequence[str], total: int,
-                 desc: str = "", progress: bool = True):
+                 desc: str = "", progress: bool = True, policy: RunPolicy = RunPolicy()):
         self.key_fields = tuple(key_fields)
         self.desc = desc
-        self.cache = CallCache(cache_path, meta, self.key_fields) if cache_path is not None else None
+        self.deadline = policy.deadline
+        self.cache = (CallCache(cache_path, meta, self.key_fields, reuse=policy.allow_reuse)
+                      if cache_path is not None else None)
         self.results: dict[tuple, dict] = self.cache.records if self.cache is not None else {}
         self.bar = tqdm(total=total, desc=desc, disable=not progress, initial=len(self.results))
 
@@ -418,9 +420,8 @@ class ResumableCalls:
         failed: list[tuple[tuple, BaseException]] = []
         stopped, not_attempted = "", 0
         for start in range(0, len(pending), size):
-            left = time_left()
-            if left is not None and left <= 0:
-                stopped, not_attempted = time_limit_message(), len(pending) - start
+            if self.deadline is not None and self.deadline.passed():
+                stopped, not_attempted = self.deadline.message(), len(pending) - start
                 break
             batch = pending[start:start + size]
             try:
@@ -437,8 +438,7 @@ class ResumableCalls:
                     records.append(self._record(key, reply))
             self._store(records)
             if not records:
-                left = time_left()
-                stopped = (time_limit_message() if left is not None and left <= 0
+                stopped = (self.deadline.message() if self.deadline is not None and self.deadline.passed()
                            else f"every call of a batch of {len(batch)} failed")
                 not_attempted = len(pending) - start - len(batch)
                 break

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from ..core.backends import ChatBackend, Sampling, chat_with_errors, describe_backend, text_sha256
 from ..core.data import prompt_id
-from ..core.runner import EmptyOutput, ResumableCalls
+from ..core.runner import EmptyOutput, ResumableCalls, RunPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def generate_dialogues(
     cache_path: str | os.PathLike | None = None,
     user: ChatBackend | None = None,
     progress: bool = True,
+    policy: RunPolicy = RunPolicy(),
 ):
     """Multi-turn dialogues in ultrachat_200k's schema, one per distinct seed prompt.
 
@@ -102,6 +103,7 @@ def generate_dialogues(
     has the teacher's and the user's ``describe()`` (weights fingerprint, endpoint, toy settings such as
     ``error_rate``) and the config. A call that got no reply is not recorded: the step ends with
     :class:`handbook.core.runner.CallsFailed` (no later step starts) and a rerun makes exactly those calls.
+    ``policy``: the run's time bound and cache reuse (:class:`handbook.core.runner.RunPolicy`).
     """
     from datasets import Dataset
 
@@ -119,7 +121,7 @@ def generate_dialogues(
     ids = [prompt_id(p) for p in prompts]
 
     with ResumableCalls(cache_path, meta, ("prompt_id", "step"), len(prompts) * steps, "dSFT dialogues (calls)",
-                        progress) as calls:
+                        progress, policy) as calls:
         done = calls.results
         for step in range(steps):  # a phase per step: its conversations need the earlier steps' results
             backend = teacher if step % 2 == 0 else user
@@ -146,7 +148,7 @@ SET_SEED_STRIDE = 1000
 
 def generate_dialogue_sets(seed_prompts: Sequence[str], teacher: ChatBackend, config: DialogueConfig,
                            replies_per_prompt: int, cache_paths: Sequence[str | os.PathLike | None] | None = None,
-                           progress: bool = True):
+                           progress: bool = True, policy: RunPolicy = RunPolicy()):
     """``replies_per_prompt`` dialogues per seed prompt, as one dataset: set ``r`` is :func:`generate_dialogues`
     with ``config``'s seed + :data:`SET_SEED_STRIDE`·r, resumable through ``cache_paths[r]``. The one dialogue
     flow of the stage — the CLI (``python -m handbook.dsft_data``), the toy world's dSFT data and notebook 01 all
@@ -162,5 +164,5 @@ def generate_dialogue_sets(seed_prompts: Sequence[str], teacher: ChatBackend, co
     if len(set(named)) < len(named):  # two sets in one cache: the second would reuse the first's dialogues
         raise ValueError(f"the {replies_per_prompt} dialogue sets need a cache each; given {named}")
     sets = [generate_dialogues(seed_prompts, teacher, replace(config, seed=config.seed + SET_SEED_STRIDE * r), path,
-                               progress=progress) for r, path in enumerate(paths)]
+                               progress=progress, policy=policy) for r, path in enumerate(paths)]
     return concatenate_datasets(sets)

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 
 from ..core.backends import ChatBackend, Sampling, chat_with_errors, describe_backend, text_sha256
 from ..core.data import iter_jsonl, write_jsonl
-from ..core.runner import ResumableCalls
+from ..core.runner import ResumableCalls, RunPolicy
 from .judge_prompts import load_judge_prompts
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,8 @@ def reference_answers_for(questions: Sequence[dict], questions_path=None, refere
 # Answers
 # ---------------------------------------------------------------------------------------------
 def generate_answers(questions: Sequence[dict], backend: ChatBackend, model_id: str, max_new_tokens: int = 1024,
-                     seed: int = 0, cache_path=None, progress: bool = True) -> list[dict]:
+                     seed: int = 0, cache_path=None, progress: bool = True,
+                     policy: RunPolicy = RunPolicy()) -> list[dict]:
     """Two-turn answers in FastChat's ``model_answer`` format, one row per question.
 
     Questions are batched by category (each category has its temperature); turn 2 sees the
@@ -134,7 +135,7 @@ def generate_answers(questions: Sequence[dict], backend: ChatBackend, model_id: 
             "temperatures": TEMPERATURE}
     n_turns = max(len(q["turns"]) for q in questions)
     with ResumableCalls(cache_path or None, meta, ("question_id", "turn"), sum(len(q["turns"]) for q in questions),
-                        f"answers of {model_id}", progress) as calls:
+                        f"answers of {model_id}", progress, policy) as calls:
         done = calls.results
         for turn in range(n_turns):
             by_temperature = defaultdict(list)
@@ -206,7 +207,7 @@ def render_single(question: dict, answer: dict, turn: int, prompts: dict[str, di
 
 def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: ChatBackend, judge_model: str,
                   prompts: dict[str, dict] | None = None, references=None, cache_path=None,
-                  max_new_tokens: int = 2048, progress: bool = True) -> list[dict]:
+                  max_new_tokens: int = 2048, progress: bool = True, policy: RunPolicy = RunPolicy()) -> list[dict]:
     """FastChat ``model_judgment`` rows (single grading) for every answered turn; greedy judge.
 
     Resumable through :class:`handbook.core.runner.ResumableCalls` (keys ``model``, ``question_id``, ``turn``); the
@@ -241,27 +242,31 @@ def judge_answers(questions: Sequence[dict], answers: Sequence[dict], judge: Cha
         return records
 
     with ResumableCalls(cache_path or None, meta, ("model", "question_id", "turn"), len(items), "MT-Bench judgments",
-                        progress) as calls:
+                        progress, policy) as calls:
         return calls.run([(it[:3], it) for it in items], judge_batch, 64)
 
 
 def run_models(questions: Sequence[dict], models: Mapping[str, ChatBackend], judge: ChatBackend, judge_name: str,
                output_dir, max_new_tokens: int = 1024, prompts: dict[str, dict] | None = None, references=None,
-               seed: int = 0, progress: bool = True) -> tuple[dict[str, list[dict]], list[dict]]:
+               seed: int = 0, progress: bool = True,
+               policy: RunPolicy = RunPolicy()) -> tuple[dict[str, list[dict]], list[dict]]:
     """MT-Bench for each of ``models`` (model id → backend), in FastChat's layout under ``output_dir``: the answers
     in ``model_answer/<model id>.jsonl``, the single-grade judgments of every model in one
     ``model_judgment/<judge_name>_single.jsonl`` (judgments of other models already in that file are kept, as
     FastChat keeps one file for all models), each step resumable through ``cache/``. Returns (answers by model id,
-    this run's judgments). The one MT-Bench flow: ``python -m handbook.evaluate mt-bench`` and notebook 05."""
+    this run's judgments). The one MT-Bench flow: ``python -m handbook.evaluate mt-bench`` and notebook 05.
+    ``policy``: the run's time bound and cache reuse (:class:`handbook.core.runner.RunPolicy`)."""
     out = Path(output_dir)
     prompts = prompts or load_judge_prompts()
     answers, judgments = {}, []
     for model_id, backend in models.items():
         answers[model_id] = generate_answers(questions, backend, model_id, max_new_tokens, seed,
-                                             cache_path=out / "cache" / f"answers-{model_id}.jsonl", progress=progress)
+                                             cache_path=out / "cache" / f"answers-{model_id}.jsonl", progress=progress,
+                                             policy=policy)
         write_jsonl(out / "model_answer" / f"{model_id}.jsonl", answers[model_id])
         judgments += judge_answers(questions, answers[model_id], judge, judge_name, prompts, references,
-                                   cache_path=out / "cache" / f"judgments-{model_id}.jsonl", progress=progress)
+                                   cache_path=out / "cache" / f"judgments-{model_id}.jsonl", progress=progress,
+                                   policy=policy)
     path = out / "model_judgment" / f"{judge_name}_single.jsonl"
     ids = set(answers)
     kept = [j for j in _readable_rows(path) if j.get("model") not in ids] if path.exists() else []

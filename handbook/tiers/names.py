@@ -13,6 +13,7 @@ import importlib.util
 import os
 
 from ..core.data import read_prompts
+from ..core.deadline import Deadline
 from ..core.models import ModelArguments
 from ..ddpo.training import DPODataArguments, load_dpo_datasets
 from ..dsft.training import SFTDataArguments, load_sft_datasets
@@ -73,17 +74,17 @@ def model_args_for(tier: str, **overrides) -> ModelArguments:
     return resolve_model_args(ModelArguments(model_name_or_path=setup.model, **{**defaults[tier], **overrides}))
 
 
-def build_backend(spec: dict, shard: bool | None = None):
+def build_backend(spec: dict, shard: bool | None = None, deadline: Deadline | None = None):
     """A backend from a spec (the one builder every stage uses), with every name a recipe may use resolved once
     (:func:`resolve_model_args`: the toy models, and SmolLM2's hub id offline → its GGUF) and the toy world's
-    backend types."""
+    backend types. ``deadline``: the run's time bound for an endpoint's requests."""
     spec = dict(spec)
     if spec.get("type") == "transformers":
         names = {f.name for f in dataclasses.fields(ModelArguments)}
         args = resolve_model_args(ModelArguments(**{k: v for k, v in spec.items() if k in names}))
         spec.update(model_name_or_path=args.model_name_or_path, gguf_file=args.gguf_file, dtype=args.dtype)
         spec = {k: v for k, v in spec.items() if v is not None}
-    return toy_build_backend(spec, shard=shard)
+    return toy_build_backend(spec, shard=shard, deadline=deadline)
 
 
 def model_backend(name: str, batch_size: int = 32, label: str | None = None):

@@ -23,7 +23,7 @@ def _toy_teacher(teacher_config: dict | None = None, **kwargs):
 TOY_BACKENDS = {"toy": _toy_teacher, "toy-judge": ToyJudge, "toy-mt-judge": ToyMTJudge}
 
 
-def build_backend(spec: dict, shard: bool | None = None) -> core.ChatBackend:
+def build_backend(spec: dict, shard: bool | None = None, deadline: core.Deadline | None = None) -> core.ChatBackend:
     """:func:`handbook.core.backends.build_backend` with the toy world's types and model names::
 
         {type: toy, latency: 0.0}                       # the toy teacher
@@ -33,4 +33,4 @@ def build_backend(spec: dict, shard: bool | None = None) -> core.ChatBackend:
     spec = dict(spec)
     if spec.get("type") == "transformers":
         spec["model_name_or_path"] = resolve_toy_name(spec.get("model_name_or_path"))
-    return core.build_backend(spec, shard=shard, types=TOY_BACKENDS)
+    return core.build_backend(spec, shard=shard, types=TOY_BACKENDS, deadline=deadline)
