@@ -33,7 +33,7 @@ from .ddpo.training import DPODataArguments
 from .dpo import train as train_dpo
 from .dsft.training import SFTDataArguments
 from .sft import train as train_sft
-from .tiers import Choice, dpo_datasets, read_sized_recipe, stage_setup
+from .tiers import Choice, dpo_datasets, fallback, read_sized_recipe, stage_setup
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _pairs(cache: dict, variant: str, tier: str, data_overrides: dict, sizes: di
         overrides = dict(data_overrides)
         aif_recipe = None
         if variant == "on_policy":
-            if tier != "toy":
+            if not fallback("table3/dsft_ddpo_on_policy", tier):
                 raise ValueError("the on-policy variant exists at the toy tier only (toy/aif/on_policy.yaml)")
             overrides = {"toy_data_dir": str(out / "data")}
             aif_recipe = TOY_AIF_ON_POLICY_RECIPE

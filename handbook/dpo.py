@@ -18,7 +18,7 @@ from .core.outputs import claimed_output
 from .core.runner import reported_errors
 from .ddpo import training
 from .ddpo.training import DPODataArguments
-from .tiers import dpo_datasets, resolve_model_args
+from .tiers import dpo_datasets, resolve_and_build
 
 
 def train(model_args: ModelArguments, data_args: DPODataArguments, training_args, datasets=None, callbacks=None):
@@ -26,8 +26,8 @@ def train(model_args: ModelArguments, data_args: DPODataArguments, training_args
     given; ``eval`` may be a dict of named sets), model, tokenizer and logs saved. Returns the trainer."""
     check_training_ranges(training_args)
     with claimed_output(training_args.output_dir, "dDPO model", getattr(training_args, "overwrite_output_dir", False)):
-        # claimed before any work: resolving `toy-dsft` trains a student, the data may be cached here
-        model_args = resolve_model_args(model_args)
+        # claimed before any work: the build step may train the toy students, the data may be cached here
+        model_args = resolve_and_build(model_args)  # `toy-dsft` → the cached student, built here on first use
         if datasets is None:
             datasets = dpo_datasets(data_args, training_args.output_dir)
         return training.train(model_args, data_args, training_args, datasets=datasets, callbacks=callbacks)

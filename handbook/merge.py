@@ -21,7 +21,7 @@ from .core.configs import parse_config
 from .core.models import ModelArguments, get_model, get_tokenizer
 from .core.outputs import OVERWRITE_HELP, OutputRefused, claim_output_dir
 from .core.runner import reported_errors
-from .tiers import resolve_model_args
+from .tiers import resolve_and_build
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def merge_adapter(args: MergeArguments) -> Path:
                             "model must go to a folder of its own")
     claim_output_dir(args.output_dir, "merged model", args.overwrite_output_dir)
     base = args.base_model_name_or_path or json.loads(config_file.read_text())["base_model_name_or_path"]
-    base_args = resolve_model_args(ModelArguments(model_name_or_path=base, dtype=args.dtype))
+    base_args = resolve_and_build(ModelArguments(model_name_or_path=base, dtype=args.dtype))
     model = get_model(base_args)
     merged = PeftModel.from_pretrained(model, args.adapter_dir).merge_and_unload()
     out = Path(args.output_dir)

@@ -19,7 +19,7 @@ from .core.outputs import claimed_output
 from .core.runner import reported_errors
 from .dsft import training
 from .dsft.training import SFTDataArguments
-from .tiers import resolve_model_args, sft_datasets
+from .tiers import resolve_and_build, sft_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,8 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
     is given), model, tokenizer and logs saved to ``output_dir``. Returns the trainer."""
     check_training_ranges(training_args)
     with claimed_output(training_args.output_dir, "dSFT model", getattr(training_args, "overwrite_output_dir", False)):
-        # claimed before any work: resolving `toy-dsft` trains a student, the data may be cached here
-        model_args = resolve_model_args(model_args)
+        # claimed before any work: the build step may train the toy students, the data may be cached here
+        model_args = resolve_and_build(model_args)  # `toy-dsft` → the cached student, built here on first use
         if datasets is None:
             train_ds, eval_ds, reports = sft_datasets(data_args, training_args.output_dir)
             for r in reports:

@@ -33,10 +33,10 @@ def _recipe(stage: str, tier: str) -> dict:
 
 def toy_sft_epochs() -> tuple[float, int]:
     """The epochs the cached toy dSFT student's steps made over its data, and the dialogues that implies
-    (steps × batch / epochs), from the student's own log (``handbook.toy.students``; trained on first use)."""
-    from .toy.students import resolve_toy_name
+    (steps × batch / epochs), from the student's own log (``handbook.toy.students``; built here on first use)."""
+    from .toy.students import toy_students
 
-    log = json.loads((Path(resolve_toy_name("toy-dsft")) / "log_history.json").read_text())
+    log = json.loads((Path(toy_students()["dsft"]) / "log_history.json").read_text())
     epochs = max(e.get("epoch", 0.0) for e in log)
     recipe = _recipe("sft", "toy")
     return epochs, round(recipe["max_steps"] * recipe["per_device_train_batch_size"] / epochs)

@@ -244,3 +244,15 @@ def test_every_module_the_docs_name_exists():
             if not (ROOT / m.group(0)).exists():
                 stale.add(f"{f.relative_to(ROOT)}: {m.group(0)}")
     assert not stale, "stale references:\n" + "\n".join(sorted(stale))
+
+
+def test_the_choosers_hold_no_tier_logic():
+    """Which tier tries which source is the tier table's (``handbook.tiers.table.FALLBACKS``), walked by one chooser:
+    the choosers and the sizing never compare a tier name."""
+    import re
+
+    pattern = re.compile(r"\btier\s*(==|!=|in\b|not in\b)|\bif tier\b")
+    for name in ("choices.py", "sizing.py", "names.py"):
+        text = (ROOT / "handbook" / "tiers" / name).read_text()
+        found = [line.strip() for line in text.splitlines() if pattern.search(line)]
+        assert not found, f"handbook/tiers/{name} branches on the tier: {found}"

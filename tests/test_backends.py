@@ -132,7 +132,10 @@ def test_http_backend_retries_faults_and_never_shows_the_key(llama_server, monke
     assert backend.stats["timeouts"] >= proxy.counts["stalls"]
     assert backend.stats["retries"] == proxy.counts["errors"] + backend.stats["timeouts"]
     assert backend.stats["failures"] == 0
-    assert 1 < proxy.max_in_flight <= 4  # concurrent, within the limit
+    # concurrent, within the limit: the proxy counts a forwarded request until the server answers, so a real reply
+    # the client abandoned at its timeout (under load) and then retried is one more at the proxy, never at the client
+    abandoned = backend.stats["timeouts"] - proxy.counts["stalls"]
+    assert 1 < proxy.max_in_flight <= 4 + abandoned, (proxy.max_in_flight, abandoned)
     assert all(a == f"Bearer {secret}" for a in proxy.seen_auth)  # the key is sent ...
     assert secret not in repr(backend) and secret not in caplog.text  # ... and never shown
     assert "retry" in caplog.text

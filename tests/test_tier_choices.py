@@ -11,6 +11,7 @@ from handbook.core.models import ModelArguments
 from handbook.ddpo.training import DPODataArguments
 from handbook.dsft.training import SFTDataArguments
 from handbook.tiers import (
+    FALLBACKS, TIER_NAMES, Choice, choose, fallback,
     MISTRAL_7B_SFT_HUB_ID, SMOLLM2_HUB_ID, ablation_models, aif_arguments, dpo_data_choice, dpo_datasets,
     dpo_start_choice, heldout_check_choice, hub_reachable, judge_choice, judge_name, mt_bench_questions_choice,
     previous_output, prompts_choice, read_sized_recipe, require_hub, sft_data_choice, stage_setup, teacher_choice,
@@ -165,6 +166,57 @@ def test_small_offline_ddpo_data_is_notebook_03s_triples_with_a_quarter_held_out
     assert (len(train), len(heldout)) == (6, 2)
     assert set(train.column_names) == {"prompt", "chosen", "rejected"}
     assert dpo_datasets(data_args)[1] is None  # without hold_out: no evaluation pairs
+
+
+def test_every_fallback_is_data_for_every_tier_in_the_steps_vocabulary():
+    from handbook.tiers.table import STEPS
+
+    for what, orders in FALLBACKS.items():
+        assert set(orders) == set(TIER_NAMES), what
+        for tier, order in orders.items():
+            assert set(order) <= set(STEPS), (what, tier, order)
+            assert len(set(order)) == len(order), (what, tier, order)  # a step is tried once
+    assert fallback("data", "small") == ("hub", "instead", "stand_in")
+    with pytest.raises(ValueError, match="no fallback for 'nope'"):
+        fallback("nope", "toy")
+    with pytest.raises(ValueError, match="unknown tier 'tiny'"):
+        fallback("data", "tiny")
+
+
+def test_the_chooser_walks_the_tables_order_and_stops_at_the_first_source_there(monkeypatch):
+    monkeypatch.setitem(FALLBACKS, "thing", {"toy": ("a", "b", "c"), "small": ("c", "a"), "full": ()})
+    called = []
+
+    def step(name, there):
+        def find():
+            called.append(name)
+            return Choice(name, name) if there else None
+        return find
+
+    steps = {"a": step("a", False), "b": step("b", True), "c": step("c", True)}
+    assert choose("thing", "toy", steps).value == "b" and called == ["a", "b"]  # c is never asked
+    called.clear()
+    assert choose("thing", "small", steps).value == "c" and called == ["c"]
+    assert choose("thing", "full", steps, optional=True) is None  # the row does not exist at this tier
+    with pytest.raises(ValueError, match="full tier: no source for thing"):
+        choose("thing", "full", steps)
+    with pytest.raises(ValueError, match="needs an endpoint"):
+        choose("thing", "small", {"a": step("a", False), "c": step("c", False)}, required="needs an endpoint")
+    with pytest.raises(ValueError, match=r"names step\(s\) \['c'\] that the chooser does not define"):
+        choose("thing", "small", {"a": step("a", True)})
+
+
+def test_the_table_not_the_code_orders_a_choice(offline, run, monkeypatch):
+    """Reordering a fallback in the table changes the choice with no code change: the chooser holds no order."""
+    _save_dataset(run / "01_dsft_data" / "dsft_dataset", [{"messages": []}])
+    assert sft_data_choice("small", run / "02_dsft_training").source == "previous"
+    monkeypatch.setitem(FALLBACKS, "data", {**FALLBACKS["data"], "small": ("hub", "stand_in", "instead")})
+    assert sft_data_choice("small", run / "02_dsft_training").source == "fresh"
+    monkeypatch.setitem(FALLBACKS, "teacher", {**FALLBACKS["teacher"], "full": ("given", "stand_in")})
+    assert teacher_choice("full").value == {"type": "toy"}  # a full tier that allowed the toy teacher
+    monkeypatch.setitem(FALLBACKS, "table3/dsft_ddpo_on_policy", {**FALLBACKS["table3/dsft_ddpo_on_policy"],
+                                                                   "small": ("train",)})
+    assert ablation_models("small", run / "05_evaluation")["dsft_ddpo_on_policy"].source == "train"
 
 
 def test_read_sized_recipe_shrinks_a_run():

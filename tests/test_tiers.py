@@ -97,3 +97,45 @@ def test_resolving_returns_a_copy_and_resolving_again_changes_nothing(toy_base, 
         resolved = resolve_model_args(given)
         assert given == ModelArguments(model_name_or_path=name)  # untouched
         assert resolve_model_args(resolved) == resolved
+
+
+def test_resolving_a_toy_name_never_builds_and_the_build_step_does(tmp_path, monkeypatch):
+    """Before: resolving `toy-dsft` trained a 400-step student out of sight. Now resolve_model_args only says where a
+    toy model lives; resolve_and_build (what the entry points, the backend builder and the notebooks call) builds."""
+    from pathlib import Path
+
+    from handbook.tiers import resolve_and_build
+    from handbook.toy import students
+
+    monkeypatch.setenv("HANDBOOK_CACHE", str(tmp_path))
+    paths = students.toy_model_paths()
+    for name in ("toy", "toy-dsft", "toy-dsft-early"):
+        assert resolve_model_args(ModelArguments(model_name_or_path=name)).model_name_or_path == paths[name]
+    assert not any(tmp_path.iterdir())  # nothing built, nothing trained
+    built = resolve_and_build(ModelArguments(model_name_or_path="toy"))
+    assert built.model_name_or_path == paths["toy"] and (Path(paths["toy"]) / "config.json").is_file()
+    assert students.build_toy_model(paths["toy"]) is True  # an already-resolved path is recognised
+    assert students.build_toy_model("mistralai/Mistral-7B-v0.1") is False
+    trained = []
+    monkeypatch.setattr(students, "toy_students", lambda: trained.append(1) or {})
+    assert students.build_toy_model("toy-dsft-early") is True and trained == [1]  # the students: built when missing
+    target = Path(paths["toy-dsft"]).parent
+    target.mkdir()
+    (target / "BUILD_OK").write_text("")
+    assert students.build_toy_model(paths["toy-dsft"]) is True and trained == [1]  # ... and never again
+
+
+def test_a_backend_spec_becomes_model_arguments_once_resolved_once(toy_base, monkeypatch):
+    """Before: a spec went dict → ModelArguments → dict → ModelArguments, its toy names resolved twice."""
+    from handbook.core import backends as core
+    from handbook.tiers import build_backend, names
+
+    loaded, resolved = [], []
+    monkeypatch.setattr(core.TransformersBackend, "from_model_args",
+                        classmethod(lambda cls, args, batch_size, name: loaded.append((args, batch_size, name)) or cls))
+    real = names.resolve_and_build
+    monkeypatch.setattr(names, "resolve_and_build", lambda args: resolved.append(args) or real(args))
+    build_backend({"type": "transformers", "model_name_or_path": "toy", "batch_size": 4, "name": "student"})
+    assert [a.model_name_or_path for a in resolved] == ["toy"]
+    ((args, batch_size, name),) = loaded
+    assert (args.model_name_or_path, batch_size, name) == (str(toy_base), 4, "student")

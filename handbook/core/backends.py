@@ -722,7 +722,7 @@ BackendFactory = Callable[..., "ChatBackend"]
 
 
 def build_backend(spec: dict, shard: bool | None = None, types: dict[str, BackendFactory] | None = None,
-                  deadline: Deadline | None = None) -> ChatBackend:
+                  deadline: Deadline | None = None, resolve: Callable | None = None) -> ChatBackend:
     """A backend from a config mapping, e.g. a recipe's ``teacher:`` block::
 
         {type: transformers, model_name_or_path: ..., gguf_file: ..., batch_size: 32}   # sharded under accelerate launch
@@ -733,7 +733,9 @@ def build_backend(spec: dict, shard: bool | None = None, types: dict[str, Backen
     ``types`` adds backend types (name → factory taking the spec's other keys): the toy world adds
     ``toy``, ``toy-judge`` and ``toy-mt-judge`` this way (``handbook.toy.backends``). ``deadline`` is the run's
     time bound for an endpoint's requests (local models are bounded between batches, by
-    :class:`~handbook.core.runner.ResumableCalls`).
+    :class:`~handbook.core.runner.ResumableCalls`). ``resolve`` maps a ``transformers`` spec's
+    :class:`~handbook.core.models.ModelArguments` to what loads (a recipe's names: the toy models, SmolLM2 offline;
+    ``handbook.tiers.build_backend`` gives it), applied once, before the model loads.
     """
     spec = dict(spec)
     kind = spec.pop("type", None)
@@ -744,7 +746,9 @@ def build_backend(spec: dict, shard: bool | None = None, types: dict[str, Backen
 
         batch_size = spec.pop("batch_size", 32)
         name = spec.pop("name", None)
-        backend = TransformersBackend.from_model_args(ModelArguments(**spec), batch_size=batch_size, name=name)
+        model_args = ModelArguments(**spec)
+        backend = TransformersBackend.from_model_args(resolve(model_args) if resolve else model_args,
+                                                      batch_size=batch_size, name=name)
         # under `accelerate launch`, each process generates its share (unless the caller runs alone)
         return ShardedBackend(backend) if (world_size() > 1 if shard is None else shard) else backend
     if kind == "vllm":

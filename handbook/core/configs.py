@@ -15,11 +15,12 @@ environment variables. On top of ``TrlParser``, *before* anything runs:
 * every key (of the file, of the command line, of ``read_recipe``'s keyword overrides) is checked against
   the dataclasses: an unknown key fails with a message naming the file and the key, and for keys that TRL
   or transformers removed (``max_seq_length``, ``max_prompt_length``, ``warmup_ratio``, ...) what replaces them;
-* every value is checked against its field: its type (``int``, ``float``, ``bool``, ``str``, ``list[...]``,
-  ``dict``, ``Optional``; a YAML string such as ``1e-5`` for a float field is converted, as argparse converts
-  a command-line string) and the choices ``HfArgumentParser`` derives from an ``Enum``/``Literal`` type or a
-  field's ``metadata={"choices": ...}`` (``lr_scheduler_type``, ``eval_strategy``, ``train_sampling_strategy``,
-  ...). A bad value is a :class:`ConfigError` naming the file, the key, the value and what is allowed;
+* every value is checked against its field: its type, by pydantic's ``TypeAdapter`` in lax mode (a YAML string
+  such as ``1e-5`` for a float field is converted, as argparse converts a command-line string; three rules of the
+  handbook's on top, :func:`_convert`), and the choices ``HfArgumentParser`` derives from an ``Enum``/``Literal``
+  type or a field's ``metadata={"choices": ...}`` (``lr_scheduler_type``, ``eval_strategy``,
+  ``train_sampling_strategy``, ...). A bad value is a :class:`ConfigError` naming the file, the key, the value
+  and what is allowed;
 * the training config's device and precision are made explicit (``resolve_device_and_precision``):
   on a machine without CUDA the recipe's ``bf16: true`` becomes float32 on the CPU instead of an
   error, so one recipe runs on a laptop and on a cluster; ``report_to`` keeps only installed integrations.
@@ -33,6 +34,7 @@ import collections.abc
 import dataclasses
 import difflib
 import enum
+import functools
 import json
 import os
 import re
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from trl import TrlParser
 
 from .distributed import world_size
@@ -189,12 +192,16 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 # --- values ---------------------------------------------------------------------------------------------
+# A value is converted by pydantic's lax mode (``TypeAdapter``: ``"1e-5"`` → 1e-05, ``"3"`` → 3, ``"true"`` → True,
+# ``2023`` → ``"2023"`` for a string field, every element of a list), with the handbook's three rules on top
+# (:func:`_convert`); a field's type in words for messages is :func:`_describe`.
 class _Invalid(Exception):
     """A value that does not fit a type."""
 
 
 _NONE = type(None)
 _SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence)
+_LAX = ConfigDict(coerce_numbers_to_str=True, arbitrary_types_allowed=True)
 
 
 def _members(tp) -> tuple | None:
@@ -209,115 +216,56 @@ def _is_enum(tp) -> bool:
     return isinstance(tp, type) and issubclass(tp, enum.Enum)
 
 
+def _container(tp):
+    origin = typing.get_origin(tp) or tp
+    if origin is Mapping or isinstance(origin, type) and issubclass(origin, Mapping):
+        return dict
+    if origin in _SEQUENCES or isinstance(origin, type) and issubclass(origin, (list, tuple, set)):
+        return list
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(tp) -> TypeAdapter | None:
+    try:
+        return TypeAdapter(tp, config=_LAX)
+    except Exception:  # a type pydantic has no schema for: left to the dataclass  # noqa: BLE001
+        return None
+
+
 def _convert(value, tp):
-    """``value`` checked against (and, for strings, converted to) the type ``tp`` as argparse would convert a
-    command-line string; raises :class:`_Invalid`. Native YAML values are not coerced (``2.5`` is no int,
-    ``true`` no float); strings are (``"1e-5"`` → 1e-05, ``"3"`` → 3, ``"true"`` → True)."""
-    members = _members(tp)
-    if members is not None:
-        if value is None:
-            if _NONE in members:
-                return None
-            raise _Invalid
-        members = [m for m in members if m is not _NONE]
-        for strict in (True, False):  # an exact match first: 3 stays an int in `int | str`
-            for member in members:
-                try:
-                    return _convert_one(value, member, strict)
-                except _Invalid:
-                    pass
-        raise _Invalid
-    if value is None:
-        if tp in (Any, object, _NONE):
-            return None
-        raise _Invalid
-    return _convert_one(value, tp, strict=False)
+    """``value`` checked against (and converted to) the type ``tp``, as argparse converts a command-line string;
+    raises :class:`_Invalid`. Pydantic's lax mode, plus three rules:
 
-
-def _convert_one(value, tp, strict: bool):
-    if tp in (Any, object):
+    * a boolean fits only a boolean field (``beta: true`` is a mistake, not 1.0; ``seed: yes`` no seed);
+    * a string for a mapping field is read as JSON or YAML flow style (a command-line ``--pool '[{...}]'``);
+    * a scalar where a list is expected (``loss_type: sigmoid``, ``lora_target_modules: all-linear``) is kept as
+      written (the configs accept it), but checked as an element."""
+    members = _members(tp) or (tp,)
+    if any(m in (Any, object) for m in members):
         return value
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is Literal:
-        for choice in args:  # `type` too: False is no 0
-            if type(value) is type(choice) and value == choice:
-                return choice
-        if not strict and isinstance(value, str):
-            for choice in args:
-                if str(choice) == value:
-                    return choice
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, bool) and bool not in members and not any(typing.get_origin(m) is Literal for m in members):
         raise _Invalid
-    if _is_enum(tp):
-        if isinstance(value, tp):
-            return value.value
-        if value in [m.value for m in tp]:
+    containers = {_container(m) for m in members}
+    if isinstance(value, str) and dict in containers and str not in members:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise _Invalid from None
+    adapter = _adapter(tp)
+    if adapter is None:
+        return value
+    try:
+        converted = adapter.validate_python(value)
+    except ValidationError:
+        lists = [m for m in members if _container(m) is list]
+        if lists and not isinstance(value, (list, tuple, Mapping)):
+            _convert(value, (typing.get_args(lists[0]) or (Any,))[0])
             return value
-        raise _Invalid
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if not strict and isinstance(value, str):
-            from transformers.hf_argparser import string_to_bool
-
-            try:
-                return string_to_bool(value)
-            except ArgumentTypeError:
-                raise _Invalid from None
-        raise _Invalid
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if not strict and isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                raise _Invalid from None
-        raise _Invalid
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if not strict and isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads `1e-5` as a string
-            except ValueError:
-                raise _Invalid from None
-        raise _Invalid
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if not strict and isinstance(value, os.PathLike):
-            return os.fspath(value)
-        if not strict and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # `dataset_config: 2023`
-        raise _Invalid
-    container = origin or tp
-    if isinstance(container, type) and issubclass(container, Mapping) or container is Mapping:
-        if isinstance(value, str) and not strict:  # a command-line mapping: JSON or YAML flow style
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                raise _Invalid from None
-        if not isinstance(value, Mapping):
-            raise _Invalid
-        if len(args) == 2:
-            return {_convert(k, args[0]): _convert(v, args[1]) for k, v in value.items()}
-        return dict(value)
-    if container in _SEQUENCES or isinstance(container, type) and issubclass(container, (list, tuple, set)):
-        element = args[0] if args else Any
-        if isinstance(value, (list, tuple)):
-            converted = [_convert(v, element) for v in value]
-            return tuple(converted) if container is tuple else converted
-        if strict or isinstance(value, Mapping):
-            raise _Invalid
-        # a scalar where a list is expected (`loss_type: sigmoid`, `lora_target_modules: all-linear`): kept as
-        # written (the configs accept it), but checked as an element
-        return _convert(value, element)
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise _Invalid
-    return value  # a typing construct this checker does not know: left to the dataclass
+        raise _Invalid from None
+    return converted.value if isinstance(converted, enum.Enum) else converted
 
 
 def _describe(tp) -> str:

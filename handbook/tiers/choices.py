@@ -8,19 +8,24 @@ line that says so), so that a notebook holds no tier logic of its own:
   preference triples: the earlier notebook's output, the recipe's, the hub's, the toy world's built fresh),
   :func:`aif_arguments`, :func:`dpo_start_choice`, :func:`heldout_check_choice`, :func:`mt_bench_questions_choice`,
   :func:`ablation_models`;
-* where things come from: :func:`previous_output` (what an earlier notebook of the same run left)."""
+* where things come from: :func:`previous_output` (what an earlier notebook of the same run left).
+
+Every choice with a fallback is one call of :func:`choose`, which walks the choice's steps in the order the table
+gives (:data:`handbook.tiers.table.FALLBACKS`: e.g. the dSFT data at ``small`` is hub → this run's notebook 01 →
+the toy world's); a function here says only what each step finds, never which tier tries it."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from ..core.configs import read_recipe
 from .names import prompts_from
-from .table import (MISTRAL_7B_HUB_ID, MISTRAL_7B_SFT_HUB_ID, NOTEBOOK_OUTPUTS, SMOLLM2_HUB_ID, ULTRACHAT,
-                    ULTRAFEEDBACK, ZEPHYR_7B_HUB_ID, get_tier, hub_reachable, require_hub, stage_setup)
+from .table import (MISTRAL_7B_SFT_HUB_ID, NOTEBOOK_OUTPUTS, SMOLLM2_HUB_ID, ULTRACHAT, ULTRAFEEDBACK, ZEPHYR_7B_HUB_ID,
+                    fallback, get_tier, hub_reachable, require_hub, stage_setup)
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -38,6 +43,25 @@ class Choice:
         if self.note:
             print(self.note)
         return self
+
+
+def choose(what: str, tier: str, steps: Mapping[str, Callable[[], Choice | None]], *, required: str = "",
+           optional: bool = False) -> Choice | None:
+    """The one chooser: walk ``what``'s fallback at ``tier`` (:func:`handbook.tiers.table.fallback`) and return the
+    first step's choice that is there (``steps[name]()`` gives a :class:`Choice`, or ``None`` when its source is
+    missing; a step may raise, as the hub step does at ``full`` offline). When none is there: ``None`` if
+    ``optional`` (a row that does not exist at this tier), else ``ValueError(required)``."""
+    order = fallback(what, tier)
+    unknown = [name for name in order if name not in steps]
+    if unknown:
+        raise ValueError(f"{what}: the fallback names step(s) {unknown} that the chooser does not define")
+    for name in order:
+        choice = steps[name]()
+        if choice is not None:
+            return choice
+    if optional:
+        return None
+    raise ValueError(required or f"{tier} tier: no source for {what} (tried {', '.join(order) or 'nothing'})")
 
 
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
@@ -71,16 +95,12 @@ TEACHER_ROLES = {"dsft": "writes the dSFT data for the SmolLM2 student", "pool":
                  "reference": "is the win-rate reference"}
 
 
-def _given_else_toy(tier: str, given: Choice | None, toy: Any, full_error: str, small_note: str) -> Choice:
-    """The fallback the teacher, the judge and MT-Bench's questions share: what the user gave (an endpoint, a file);
-    else ``full`` is an error (``full_error``: the paper's stage needs it) and ``toy`` / ``small`` take the toy
-    world's ``toy`` (at ``small`` saying so, ``small_note``)."""
-    get_tier(tier)
-    if given is not None:
-        return given
-    if tier == "full":
-        raise ValueError(full_error)
-    return Choice(toy, "toy", small_note if tier == "small" else "")
+def _given_else_toy(what: str, tier: str, given: Choice | None, toy: Any, full_error: str, small_note: str) -> Choice:
+    """The fallback the teacher, the judge and MT-Bench's questions share (``given``, else the toy world's): what
+    the user gave (an endpoint, a file); else the toy world's ``toy`` — the tier's own at ``toy``, a stand-in at
+    ``small`` (saying so: ``small_note``); ``full`` requires what is given (``full_error``)."""
+    return choose(what, tier, {"given": lambda: given, "toy": lambda: Choice(toy, "toy"),
+                               "stand_in": lambda: Choice(toy, "toy", small_note)}, required=full_error)
 
 
 def teacher_choice(tier: str, base_url: str | None = None, model: str | None = None, role: str = "dsft") -> Choice:
@@ -93,7 +113,7 @@ def teacher_choice(tier: str, base_url: str | None = None, model: str | None = N
         raise ValueError(f"role must be one of {', '.join(TEACHER_ROLES)}, got {role!r}")
     given = (Choice(endpoint_spec(base_url, model, "teacher"), "endpoint", f"teacher: {model} at {base_url}")
              if base_url else None)
-    return _given_else_toy(tier, given, {"type": "toy"},
+    return _given_else_toy("teacher", tier, given, {"type": "toy"},
                            "full tier: the teacher must be a GPT-4-class OpenAI-compatible endpoint (a small model "
                            "cannot write a 7B student's data); set teacher_base_url and teacher_model",
                            f"small tier without teacher_base_url: the toy teacher {TEACHER_ROLES[role]} "
@@ -110,7 +130,7 @@ def judge_choice(tier: str, base_url: str | None = None, model: str | None = Non
     given = (Choice(endpoint_spec(base_url, model, "judge"), "endpoint", f"judge: {model} at {base_url}")
              if base_url else None)
     toy = {"type": "toy-judge", "noise": 0.1} if kind == "rating" else {"type": "toy-mt-judge"}
-    return _given_else_toy(tier, given, toy,
+    return _given_else_toy("judge", tier, given, toy,
                            "full tier: the judge must be a GPT-4-class OpenAI-compatible endpoint; set judge_base_url "
                            "and judge_model",
                            "small tier without judge_base_url: the toy rubric judge stands in for GPT-4 "
@@ -133,18 +153,24 @@ def prompts_choice(stage: str, tier: str, backends: list[Choice], per_category: 
     offline)."""
     from ..toy import world
 
-    n = per_category * len(world.CATEGORIES)
+    get_tier(tier)
     toy = Choice(prompts_from("toy", per_category, seed, split), "toy")
-    if tier == "toy" or any(b.source == "toy" for b in backends):
-        return toy
-    if hub_reachable():
+
+    def hub() -> Choice | None:
+        name, hub_split = _HUB_PROMPTS[stage]
+        if not hub_reachable():
+            require_hub(tier, f"the prompts ({name})")
+            return None
         from datasets import load_dataset
 
-        name, hub_split = _HUB_PROMPTS[stage]
-        prompts = load_dataset(name, split=f"{hub_split}[:{n}]")["prompt"]
+        prompts = load_dataset(name, split=f"{hub_split}[:{per_category * len(world.CATEGORIES)}]")["prompt"]
         return Choice(list(prompts), "hub", f"prompts: the first {len(prompts)} of {name} ({hub_split})")
-    require_hub(tier, f"the prompts ({_HUB_PROMPTS[stage][0]})")
-    return Choice(toy.value, "toy", "no hub: the toy world's prompts go to the endpoint")
+
+    return choose("prompts", tier, {
+        "toy": lambda: toy,
+        "toy_backend": lambda: toy if any(b.source == "toy" for b in backends) else None,
+        "hub": hub,
+        "stand_in": lambda: Choice(toy.value, "toy", "no hub: the toy world's prompts go to the endpoint")})
 
 
 @dataclass(frozen=True)
@@ -177,26 +203,30 @@ def data_choice(stage: str, tier: str, output_dir: str | os.PathLike,
     recipe, the first of an ordered fallback that exists: ``toy`` — the earlier notebook's output in this run, else
     the toy recipe's own data; ``small`` — the hub's slice when the hub is reachable, else the earlier notebook's
     output, else the toy world's built fresh; ``full`` — the recipe's hub dataset (hub required)."""
-    get_tier(tier)
     source = DATA_SOURCES[stage]
     data_dir = str(data_dir or Path(output_dir) / "data")
     previous = previous_output(output_dir, source.output)
     at_previous = {"dataset_name": str(previous), "dataset_train_split": "train", "dataset_test_split": None,
                    **dict(source.previous_overrides)}
-    if tier == "toy":
-        if previous is not None:
-            return Choice(at_previous, "previous", f"{source.label}: {source.made} in this run ({previous})")
-        return Choice({"toy_data_dir": data_dir}, "recipe", f"{source.label}: {source.missing} in this run, so "
-                                                            f"{source.toy_recipe}")
-    if tier == "full" or hub_reachable():
-        require_hub(tier, source.hub)
+
+    def hub() -> Choice | None:
+        if not hub_reachable():
+            require_hub(tier, source.hub)
+            return None
         return Choice({}, "hub", f"{tier} tier: the recipe's slice of {source.hub} (max_train_samples)")
-    if previous is not None:
-        return Choice(at_previous, "previous", f"small tier offline: no hub, so {source.made} in this run "
-                                               f"({previous}) stand in for {source.hub}")
-    return Choice({"dataset_name": "toy", "toy_data_dir": data_dir}, "fresh",
-                  f"small tier offline: no hub and {source.missing} in this run, so {source.fresh}, built fresh, "
-                  f"stand in for {source.hub}")
+
+    return choose("data", tier, {
+        "previous": lambda: previous and Choice(at_previous, "previous",
+                                                f"{source.label}: {source.made} in this run ({previous})"),
+        "recipe": lambda: Choice({"toy_data_dir": data_dir}, "recipe",
+                                 f"{source.label}: {source.missing} in this run, so {source.toy_recipe}"),
+        "hub": hub,
+        "instead": lambda: previous and Choice(at_previous, "previous",
+                                               f"{tier} tier offline: no hub, so {source.made} in this run "
+                                               f"({previous}) stand in for {source.hub}"),
+        "stand_in": lambda: Choice({"dataset_name": "toy", "toy_data_dir": data_dir}, "fresh",
+                                   f"{tier} tier offline: no hub and {source.missing} in this run, so {source.fresh}, "
+                                   f"built fresh, stand in for {source.hub}")})
 
 
 def sft_data_choice(tier: str, output_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Choice:
@@ -216,32 +246,35 @@ def dpo_start_choice(tier: str, output_dir: str | os.PathLike) -> Choice:
     (``small``: SmolLM2-135M-Instruct, already instruction-tuned; ``full``: the paper's published dSFT model)."""
     setup = stage_setup("dpo", tier)
     previous = previous_output(output_dir, "dsft_model")
-    if previous is not None:
-        return Choice(str(previous), "previous", f"dSFT model: notebook 02's, from this run ({previous})")
-    if tier == "toy":
-        return Choice(setup.model, "recipe", "dSFT model: no model from notebook 02 in this run, so the cached toy "
-                                             "dSFT student (the toy recipe's run)")
-    if _has_weights(setup.model):
-        return Choice(setup.model, "local", f"dSFT model: the recipe's ({setup.model})")
-    if tier == "small":
-        return Choice(SMOLLM2_HUB_ID, "fresh", "no small dSFT model from notebook 02 in this run: "
-                                               "SmolLM2-135M-Instruct (already instruction-tuned) stands in for it")
-    require_hub(tier, MISTRAL_7B_SFT_HUB_ID)
-    return Choice(MISTRAL_7B_SFT_HUB_ID, "hub", f"no full dSFT model from notebook 02 or at {setup.model}: the paper's "
-                                                f"published one, {MISTRAL_7B_SFT_HUB_ID}")
+
+    def hub() -> Choice:
+        require_hub(tier, MISTRAL_7B_SFT_HUB_ID)
+        return Choice(MISTRAL_7B_SFT_HUB_ID, "hub", f"no {tier} dSFT model from notebook 02 or at {setup.model}: the "
+                                                    f"paper's published one, {MISTRAL_7B_SFT_HUB_ID}")
+
+    return choose("dsft_model", tier, {
+        "previous": lambda: previous and Choice(str(previous), "previous",
+                                                f"dSFT model: notebook 02's, from this run ({previous})"),
+        "recipe": lambda: Choice(setup.model, "recipe", "dSFT model: no model from notebook 02 in this run, so the "
+                                                        "cached toy dSFT student (the toy recipe's run)"),
+        "local": lambda: (Choice(setup.model, "local", f"dSFT model: the recipe's ({setup.model})")
+                          if _has_weights(setup.model) else None),
+        "stand_in": lambda: Choice(SMOLLM2_HUB_ID, "fresh", f"no {tier} dSFT model from notebook 02 in this run: "
+                                                            "SmolLM2-135M-Instruct (already instruction-tuned) stands "
+                                                            "in for it"),
+        "hub": hub})
 
 
 def heldout_check_choice(tier: str) -> Choice:
     """Whether notebooks 02 and 04 score their models on held-out toy prompts with the toy rubric: at ``toy``
     and ``small`` (there a quick offline check); not at ``full``, where MT-Bench in notebook 05 measures."""
-    get_tier(tier)
-    if tier == "toy":
-        return Choice(True, "toy")
-    if tier == "small":
-        return Choice(True, "toy", "small tier: the toy rubric scores replies to held-out toy prompts (a quick offline "
-                                   "check; notebook 05 runs MT-Bench, with a judge endpoint when given)")
-    return Choice(False, "skip", "full tier: no toy-rubric check here (the toy rubric does not measure a 7B model); "
-                                 "notebook 05 runs MT-Bench with the judge endpoint")
+    return choose("heldout_check", tier, {
+        "toy": lambda: Choice(True, "toy"),
+        "stand_in": lambda: Choice(True, "toy", f"{tier} tier: the toy rubric scores replies to held-out toy prompts "
+                                                "(a quick offline check; notebook 05 runs MT-Bench, with a judge "
+                                                "endpoint when given)"),
+        "skip": lambda: Choice(False, "skip", f"{tier} tier: no toy-rubric check here (the toy rubric does not "
+                                              "measure a 7B model); notebook 05 runs MT-Bench with the judge endpoint")})
 
 
 def mt_bench_questions_choice(tier: str, questions_path: str | None, n_per_category: int, seed: int = 0) -> Choice:
@@ -258,7 +291,7 @@ def mt_bench_questions_choice(tier: str, questions_path: str | None, n_per_categ
             if seen[q["category"]] <= n_per_category:
                 questions.append(q)
         given = Choice(questions, "local", f"MT-Bench: {len(questions)} of FastChat's questions ({questions_path})")
-    return _given_else_toy(tier, given, None if given else toy_questions(n_per_category, seed),
+    return _given_else_toy("mt_bench_questions", tier, given, None if given else toy_questions(n_per_category, seed),
                            "full tier: MT-Bench needs FastChat's question file; set questions_path "
                            "(fastchat/llm_judge/data/mt_bench/question.jsonl)",
                            "small tier without questions_path: the toy MT-Bench (two-turn held-out toy questions) "
@@ -279,31 +312,39 @@ def ablation_models(tier: str, output_dir: str | os.PathLike) -> dict[str, Choic
     * ``notebook_04`` (``toy`` and ``small``, when notebook 04 ran in this run) — its dSFT + dDPO model, trained for
       the recipe's epochs (toy: three, as Zephyr-7B-β), beside Table 3's one-epoch rows.
     """
-    get_tier(tier)
     dsft = dpo_start_choice(tier, output_dir)
-    if tier in ("toy", "small"):
-        base = "toy" if tier == "toy" else SMOLLM2_HUB_ID
-        rows = {"base": Choice(base, "toy" if tier == "toy" else ("hub" if hub_reachable() else "local")),
-                "dsft": dsft, "ddpo_without_dsft": Choice(None, "train"), "dsft2": Choice(None, "train"),
-                "dsft_ddpo": Choice(None, "train")}
-        if tier == "toy":
-            rows["dsft_ddpo_on_policy"] = Choice(None, "train")
-        ddpo = previous_output(output_dir, "ddpo_model")
-        if ddpo is not None:
-            rows["notebook_04"] = Choice(str(ddpo), "previous", f"beside Table 3: notebook 04's dSFT + dDPO model, "
-                                                               f"trained for the recipe's epochs ({ddpo})")
-        return rows
+    base = stage_setup("sft", tier).model
+    rows = {"base": Choice(base, "toy" if base == "toy" else ("hub" if hub_reachable() else "local")), "dsft": dsft}
     ddpo = previous_output(output_dir, "ddpo_model")
-    if ddpo is not None:
-        dsft_ddpo = Choice(str(ddpo), "previous", f"dSFT + dDPO: notebook 04's model, from this run ({ddpo})")
-    else:
+    skip = ("{} tier: {} is not trained in a notebook (a 7B run needs `accelerate launch`: `python -m handbook.{}` "
+            "with the tier's recipe)")
+
+    def hub() -> Choice:
         require_hub(tier, ZEPHYR_7B_HUB_ID)
-        dsft_ddpo = Choice(ZEPHYR_7B_HUB_ID, "hub", f"no dDPO model from notebook 04: the paper's, {ZEPHYR_7B_HUB_ID}")
-    skip = ("full tier: {} is not trained in a notebook (a 7B run needs `accelerate launch`: "
-            "`python -m handbook.{}` with the tier's recipe)")
-    return {"base": Choice(MISTRAL_7B_HUB_ID, "hub" if hub_reachable() else "local"), "dsft": dsft,
-            "ddpo_without_dsft": Choice(None, "skip", skip.format("dDPO without dSFT", "dpo")),
-            "dsft2": Choice(None, "skip", skip.format("dSFT-2", "sft")), "dsft_ddpo": dsft_ddpo}
+        return Choice(ZEPHYR_7B_HUB_ID, "hub", f"no dDPO model from notebook 04: the paper's, {ZEPHYR_7B_HUB_ID}")
+
+    for row, (title, module, previous_note) in TABLE3_ROWS.items():
+        choice = choose(f"table3/{row}", tier, {
+            "train": lambda: Choice(None, "train"),
+            "skip": lambda: Choice(None, "skip", skip.format(tier, title, module)),
+            "previous": lambda: ddpo and Choice(str(ddpo), "previous", previous_note.format(ddpo)),
+            "hub": hub}, optional=True)
+        if choice is not None:
+            rows[row] = choice
+    return rows
+
+
+# Table 3's rows beyond the base and dSFT-1, in the order notebook 05 shows them: (what it is, the entry point that
+# trains it at full, the note when notebook 04's model of this run fills it); which tier trains, skips or reuses
+# each row is :data:`handbook.tiers.table.FALLBACKS`' ``table3/<row>``.
+TABLE3_ROWS = {
+    "ddpo_without_dsft": ("dDPO without dSFT", "dpo", ""),
+    "dsft2": ("dSFT-2", "sft", ""),
+    "dsft_ddpo": ("dSFT + dDPO", "dpo", "dSFT + dDPO: notebook 04's model, from this run ({})"),
+    "dsft_ddpo_on_policy": ("dSFT + dDPO on the on-policy pairs", "dpo", ""),
+    "notebook_04": ("notebook 04's dSFT + dDPO model", "dpo",
+                    "beside Table 3: notebook 04's dSFT + dDPO model, trained for the recipe's epochs ({})"),
+}
 
 
 def aif_arguments(tier: str, output_dir: str | os.PathLike, *, data_seed: int = 0, prompts_per_category: int = 60,
@@ -328,8 +369,9 @@ def aif_arguments(tier: str, output_dir: str | os.PathLike, *, data_seed: int = 
     teacher = teacher or teacher_choice(tier)
     judge = judge or judge_choice(tier, kind="rating")
     notes = [c.note for c in (teacher, judge) if c.note]
-    if tier == "toy":
-        (args,) = read_recipe(stage_setup("aif", "toy").recipe_file, [AIFArguments], output_dir=str(output_dir),
+    setup = stage_setup("aif", tier)
+    if setup.recipe is not None:  # the toy tier: the toy AIF recipe
+        (args,) = read_recipe(setup.recipe_file, [AIFArguments], output_dir=str(output_dir),
                               toy_prompts_per_category=prompts_per_category)
         args.toy_prompt_seed += data_seed
         args.seed += data_seed
@@ -345,7 +387,7 @@ def aif_arguments(tier: str, output_dir: str | os.PathLike, *, data_seed: int = 
         return args, notes
     dsft = dpo_start_choice(tier, output_dir)
     notes.append(dsft.note)
-    base = SMOLLM2_HUB_ID if tier == "small" else MISTRAL_7B_HUB_ID
+    base = stage_setup("sft", tier).model  # the tier's starting model: SmolLM2-135M-Instruct, Mistral-7B
     tokens = max_new_tokens or 256
     local = lambda name: {"type": "transformers", "model_name_or_path": name, "batch_size": 16}  # noqa: E731
     pool = [
@@ -353,7 +395,7 @@ def aif_arguments(tier: str, output_dir: str | os.PathLike, *, data_seed: int = 
          "seed": 0 + data_seed},
         {"name": "dsft-t0.7", "backend": local(dsft.value), "temperature": 0.7, "max_new_tokens": tokens,
          "seed": 1 + data_seed},
-        {"name": "base" if tier == "full" else "smollm2-instruct", "backend": local(base), "temperature": 1.0,
+        {"name": "smollm2-instruct" if base == SMOLLM2_HUB_ID else "base", "backend": local(base), "temperature": 1.0,
          "max_new_tokens": tokens, "seed": 2 + data_seed},
         {"name": "teacher", "backend": teacher.value, "temperature": 1.0, "max_new_tokens": tokens,
          "seed": 3 + data_seed},

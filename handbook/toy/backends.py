@@ -4,7 +4,7 @@
   (the AIF rater) and ``toy-mt-judge`` (the MT-Bench judge), beside the core's ``transformers``,
   ``vllm`` and ``openai`` (:func:`build_backend`).
 * Model names ``toy`` (the toy base), ``toy-dsft`` and ``toy-dsft-early`` (the cached students),
-  wherever a model path goes (:func:`resolve_toy_name`).
+  wherever a model path goes (:func:`resolve_toy_names`: built here on first use, then resolved).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 from ..core import backends as core
 from . import world
 from .judges import ToyJudge, ToyMTJudge
-from .students import resolve_toy_name
+import dataclasses
+
+from .students import build_toy_model, resolve_toy_name
 from .teacher import ToyTeacher
 
 
@@ -23,14 +25,21 @@ def _toy_teacher(teacher_config: dict | None = None, **kwargs):
 TOY_BACKENDS = {"toy": _toy_teacher, "toy-judge": ToyJudge, "toy-mt-judge": ToyMTJudge}
 
 
-def build_backend(spec: dict, shard: bool | None = None, deadline: core.Deadline | None = None) -> core.ChatBackend:
+def resolve_toy_names(model_args):
+    """A copy of ``model_args`` whose toy model name (``toy``, ``toy-dsft``, ``toy-dsft-early``) is the model's
+    directory, the model built first if this machine lacks it (:func:`~handbook.toy.students.build_toy_model`)."""
+    build_toy_model(model_args.model_name_or_path)
+    return dataclasses.replace(model_args, model_name_or_path=resolve_toy_name(model_args.model_name_or_path))
+
+
+def build_backend(spec: dict, shard: bool | None = None, deadline: core.Deadline | None = None,
+                  resolve=resolve_toy_names) -> core.ChatBackend:
     """:func:`handbook.core.backends.build_backend` with the toy world's types and model names::
 
         {type: toy, latency: 0.0}                       # the toy teacher
         {type: toy-judge, noise: 0.1}                   # the toy teacher as a rater
         {type: transformers, model_name_or_path: toy-dsft}   # a cached toy student
-    """
-    spec = dict(spec)
-    if spec.get("type") == "transformers":
-        spec["model_name_or_path"] = resolve_toy_name(spec.get("model_name_or_path"))
-    return core.build_backend(spec, shard=shard, types=TOY_BACKENDS, deadline=deadline)
+
+    ``resolve``: what a ``transformers`` spec's model arguments become before the model loads (default: the toy
+    names built and resolved; ``handbook.tiers.build_backend`` gives every name a recipe may use)."""
+    return core.build_backend(spec, shard=shard, types=TOY_BACKENDS, deadline=deadline, resolve=resolve)

@@ -135,11 +135,16 @@ def fingerprint(config: ToyModelConfig, corpus: list[str]) -> str:
     return h.hexdigest()[:12]
 
 
-def toy_base_path(config: ToyModelConfig = ToyModelConfig(), cache_dir: str | os.PathLike | None = None) -> Path:
-    """Directory of the toy base (tokenizer + model); built on first use, then reused."""
-    corpus = toy_corpus()
+def toy_base_dir(config: ToyModelConfig = ToyModelConfig(), cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the toy base of ``config`` lives on this machine, built or not (pure: nothing is built)."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / f"toy-base-{fingerprint(config, corpus)}"
+    return root / f"toy-base-{fingerprint(config, toy_corpus())}"
+
+
+def toy_base_path(config: ToyModelConfig = ToyModelConfig(), cache_dir: str | os.PathLike | None = None) -> Path:
+    """The build step of the toy base (tokenizer + model): its directory (:func:`toy_base_dir`), built here on first
+    use (under a second), then reused."""
+    corpus = toy_corpus()
 
     def build(tmp: Path) -> None:
         tokenizer = train_tokenizer(config, corpus)
@@ -147,7 +152,7 @@ def toy_base_path(config: ToyModelConfig = ToyModelConfig(), cache_dir: str | os
         tokenizer.save_pretrained(tmp)
         (tmp / "toy_config.json").write_text(json.dumps(asdict(config), indent=2))
 
-    return build_once(target, build)
+    return build_once(toy_base_dir(config, cache_dir), build)
 
 
 def build_once(target: Path, build: Callable[[Path], None]) -> Path:

@@ -12,6 +12,7 @@ training the same 400 steps a second time on a machine that already has them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -20,8 +21,10 @@ from ..core.configs import read_recipe, recipe_path
 from ..core.distributed import main_process_first, world_size
 from ..core.models import ModelArguments
 from ..dsft.training import SFTDataArguments, train
-from .build import build_once, default_cache_dir, toy_base_path
+from .build import build_once, default_cache_dir, toy_base_dir, toy_base_path
 from .dialogues import toy_sft_datasets
+
+logger = logging.getLogger(__name__)
 
 RECIPE = recipe_path("toy/sft/config.yaml")
 EARLY_STEP = 100
@@ -37,20 +40,41 @@ _DATA_FIELDS = ("dataset_name", "toy_prompts_per_category", "toy_replies_per_pro
 TOY_MODEL_NAMES = ("toy", "toy-dsft", "toy-dsft-early")
 
 
+def toy_model_paths(cache_dir: str | os.PathLike | None = None, recipe: str | os.PathLike = RECIPE) -> dict[str, str]:
+    """Where each toy model name's model lives on this machine, built or not (pure: nothing is built):
+    ``toy`` the toy base, ``toy-dsft`` / ``toy-dsft-early`` the cached students (:func:`build_toy_model` builds)."""
+    base, target = _students_dir(cache_dir, recipe)
+    return {"toy": str(base), "toy-dsft": str(target / "final"), "toy-dsft-early": str(target / "early")}
+
+
 def resolve_toy_name(name: str | None) -> str | None:
-    """``toy`` → the toy base; ``toy-dsft`` / ``toy-dsft-early`` → the cached students (trained by rank 0
-    on first use); any other name or path unchanged."""
+    """``toy`` → the toy base's directory; ``toy-dsft`` / ``toy-dsft-early`` → the cached students'; any other
+    name or path unchanged. Pure: what the name means, never a build (:func:`build_toy_model` is the build step)."""
+    return toy_model_paths().get(name, name) if name in TOY_MODEL_NAMES else name
+
+
+def build_toy_model(name_or_path: str | os.PathLike | None) -> bool:
+    """The build step of the toy models: when ``name_or_path`` is a toy model name (or where
+    :func:`resolve_toy_name` puts it) and this machine has not built it yet, build it here — the toy base in under
+    a second; the students, a 400-step dSFT run of the toy recipe, in about a minute, by rank 0 first under
+    ``accelerate launch`` — and log it. ``True`` for a toy model (built now or before), ``False`` for anything else."""
+    paths = toy_model_paths()
+    name = next((n for n, p in paths.items() if str(name_or_path) in (n, p)), None)
+    if name is None:
+        return False
     if name == "toy":
-        return str(toy_base_path())
-    if name in ("toy-dsft", "toy-dsft-early"):
+        toy_base_path()
+    elif not toy_students_built():
+        logger.info("building the toy dSFT students (the toy recipe's 400 steps, once per machine): %s",
+                    Path(paths[name]).parent)
         with main_process_first():
-            return toy_students()["dsft" if name == "toy-dsft" else "dsft_early"]
-    return name
+            toy_students()
+    return True
 
 
 def _students_dir(cache_dir: str | os.PathLike | None, recipe: str | os.PathLike) -> tuple[Path, Path]:
-    """(the toy base, the students' cache folder) for ``recipe``: a new recipe or base is a new folder."""
-    base = toy_base_path(cache_dir=cache_dir)
+    """(the toy base, the students' cache folder) for ``recipe``: a new recipe or base is a new folder (pure)."""
+    base = toy_base_dir(cache_dir=cache_dir)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     fp = hashlib.sha256(Path(recipe).read_bytes() + base.name.encode() + BUILD_VERSION).hexdigest()[:12]
     return base, root / f"toy-dsft-{fp}"
@@ -75,6 +99,7 @@ def toy_students(cache_dir: str | os.PathLike | None = None, recipe: str | os.Pa
             "first with `python -c 'from handbook.toy.students import toy_students; toy_students()'`")
 
     def build(tmp: Path) -> None:
+        toy_base_path(cache_dir=cache_dir)
         model_args, data_args, training_args = read_recipe(
             recipe, [ModelArguments, SFTDataArguments, SFTConfig], output_dir=str(tmp / "final"),
             save_strategy="steps", save_steps=EARLY_STEP, save_only_model=True)
