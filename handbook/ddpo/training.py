@@ -26,7 +26,7 @@ from ..core.callbacks import with_handbook_callbacks
 from ..core.configs import check_training_ranges
 from ..core.data import (check_test_split_size, dataset_sizes, disable_eval_without_dataset, last_checkpoint,
                          load_splits, report_prepared_rows, save_training_outputs)
-from ..core.models import ModelArguments
+from ..core.models import ModelArguments, limit_reporting
 from ..core.outputs import claimed_output
 
 logger = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ def train(model_args: ModelArguments, data_args: DPODataArguments, training_args
     sets, as notebook 04 does to follow train and held-out pairs). Returns the trainer.
     """
     check_training_ranges(training_args)  # also when a notebook builds the config itself
+    limit_reporting(training_args)  # e.g. a recipe's `report_to: tensorboard` where it is not installed
     with claimed_output(training_args.output_dir, "dDPO model", getattr(training_args, "overwrite_output_dir", False)):
         return _train(model_args, data_args, training_args, datasets, callbacks)
 

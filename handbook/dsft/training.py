@@ -22,7 +22,7 @@ from ..core.callbacks import with_handbook_callbacks
 from ..core.configs import check_training_ranges
 from ..core.data import (check_test_split_size, dataset_sizes, disable_eval_without_dataset, last_checkpoint,
                          load_splits, report_prepared_rows, save_training_outputs)
-from ..core.models import ModelArguments
+from ..core.models import ModelArguments, limit_reporting
 from ..core.outputs import claimed_output
 from .filters import FilterReport, ultrachat_filters, validate_dialogue, validate_dialogues
 
@@ -118,6 +118,7 @@ def train(model_args: ModelArguments, data_args: SFTDataArguments, training_args
     from ``data_args``. Returns the trainer.
     """
     check_training_ranges(training_args)  # also when a notebook builds the config itself
+    limit_reporting(training_args)  # e.g. a recipe's `report_to: tensorboard` where it is not installed
     with claimed_output(training_args.output_dir, "dSFT model", getattr(training_args, "overwrite_output_dir", False)):
         return _train(model_args, data_args, training_args, datasets, callbacks)
 
