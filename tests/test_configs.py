@@ -509,3 +509,13 @@ def test_global_batch_and_accumulation_are_not_both_set(tmp_path):
     recipe.write_text("output_dir: out\nper_device_train_batch_size: 4\nglobal_batch_size: 30\n")
     with pytest.raises(ConfigError, match="not a multiple of per_device_train_batch_size 4"):
         read_recipe(recipe, [ModelArguments, SFTDataArguments, SFTConfig])
+
+
+def test_a_field_type_pydantic_cannot_cache_is_left_to_the_dataclass():
+    """An annotation that cannot key the adapters' cache (unhashable metadata) is not a crash in the checker."""
+    from typing import Annotated
+
+    from handbook.core.configs import _convert
+
+    assert _convert("3", Annotated[int, {"help": ["x"]}]) == "3"
+    assert _convert("3", int) == 3

@@ -194,8 +194,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 # --- values ---------------------------------------------------------------------------------------------
-# A value is converted by pydantic's lax mode (``TypeAdapter``: ``"1e-5"`` → 1e-05, ``"3"`` → 3, ``"true"`` → True,
-# ``2023`` → ``"2023"`` for a string field, every element of a list), with the handbook's three rules on top
+# A value is converted by pydantic's lax mode (``TypeAdapter``: ``"1e-5"`` → 1e-05, ``"3"`` → 3, ``"true"`` →
+# True, ``2023`` → ``"2023"`` for a string field, every element of a list), with the handbook's three rules on top
 # (:func:`_convert`); a field's type in words for messages is :func:`_describe`.
 class _Invalid(Exception):
     """A value that does not fit a type."""
@@ -256,7 +256,10 @@ def _convert(value, tp):
             value = yaml.safe_load(value)
         except yaml.YAMLError:
             raise _Invalid from None
-    adapter = _adapter(tp)
+    try:
+        adapter = _adapter(tp)
+    except TypeError:  # an unhashable annotation (the cache's key): left to the dataclass, as an unknown type is
+        adapter = None
     if adapter is None:
         return value
     try:

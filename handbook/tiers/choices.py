@@ -274,7 +274,8 @@ def heldout_check_choice(tier: str) -> Choice:
                                                 "(a quick offline check; notebook 05 runs MT-Bench, with a judge "
                                                 "endpoint when given)"),
         "skip": lambda: Choice(False, "skip", f"{tier} tier: no toy-rubric check here (the toy rubric does not "
-                                              "measure a 7B model); notebook 05 runs MT-Bench with the judge endpoint")})
+                                              "measure a 7B model); notebook 05 runs MT-Bench with the judge "
+                                              "endpoint")})
 
 
 def mt_bench_questions_choice(tier: str, questions_path: str | None, n_per_category: int, seed: int = 0) -> Choice:

@@ -57,7 +57,8 @@ def build_toy_model(name_or_path: str | os.PathLike | None) -> bool:
     """The build step of the toy models: when ``name_or_path`` is a toy model name (or where
     :func:`resolve_toy_name` puts it) and this machine has not built it yet, build it here — the toy base in under
     a second; the students, a 400-step dSFT run of the toy recipe, in about a minute, by rank 0 first under
-    ``accelerate launch`` — and log it. ``True`` for a toy model (built now or before), ``False`` for anything else."""
+    ``accelerate launch`` — and log it. ``True`` for a toy model (built now or before), ``False`` for anything
+    else."""
     paths = toy_model_paths()
     name = next((n for n, p in paths.items() if str(name_or_path) in (n, p)), None)
     if name is None:
